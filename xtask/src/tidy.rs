@@ -1,0 +1,259 @@
+//! Tidy checks: repository conventions enforced by tests rather than by memory.
+//!
+//! `cargo xtask ci` runs them after the build steps, and they are `#[test]`s too so a plain
+//! `cargo test` catches a violation.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+/// Crates that must stay usable alone: they depend on no other workspace crate.
+const STANDALONE: &[&str] = &["isopace-observe", "isopace-config"];
+/// Only the CLI parses arguments and exits the process; nothing may depend on it.
+const LEAF: &str = "isopace-cli";
+/// The OpenTelemetry adapter is opt-in: only the CLI may pull it in, and only optionally.
+const OPT_IN: &str = "isopace-otel";
+
+/// Every problem found by every tidy check, one line each.
+pub(crate) fn all_problems(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    match workspace_dependencies(root) {
+        Ok(deps) => problems.extend(dependency_problems(&deps)),
+        Err(e) => problems.push(e),
+    }
+    let files = rust_files(&root.join("crates"));
+    problems.extend(doc_header_problems(root, &files));
+    problems.extend(forbidden_macro_problems(root, &files));
+    problems
+}
+
+/// One dependency edge between workspace crates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Edge {
+    to: String,
+    kind: String,
+    optional: bool,
+}
+
+/// For each workspace package, its dependencies on other workspace packages (all kinds).
+fn workspace_dependencies(root: &Path) -> Result<BTreeMap<String, BTreeSet<Edge>>, String> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("could not run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let metadata: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata printed invalid JSON: {e}"))?;
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    let names: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    let mut graph = BTreeMap::new();
+    for package in &packages {
+        let name = package["name"].as_str().unwrap_or_default().to_owned();
+        let edges = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let to = d["name"].as_str()?;
+                names.contains(to).then(|| Edge {
+                    to: to.to_owned(),
+                    kind: d["kind"].as_str().unwrap_or("normal").to_owned(),
+                    optional: d["optional"].as_bool().unwrap_or(false),
+                })
+            })
+            .collect();
+        graph.insert(name, edges);
+    }
+    Ok(graph)
+}
+
+fn dependency_problems(graph: &BTreeMap<String, BTreeSet<Edge>>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (from, edges) in graph {
+        for edge in edges {
+            if STANDALONE.contains(&from.as_str()) {
+                problems.push(format!(
+                    "{from} must depend on no workspace crate, but depends on {} ({})",
+                    edge.to, edge.kind
+                ));
+            }
+            if edge.to == LEAF {
+                problems.push(format!(
+                    "{from} depends on {LEAF}; nothing may depend on the CLI"
+                ));
+            }
+            if edge.to == OPT_IN && !(from == LEAF && edge.optional && edge.kind == "normal") {
+                problems.push(format!(
+                    "{from} depends on {OPT_IN}; only {LEAF} may, as an optional dependency"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Every `.rs` file below `dir`, skipping build output.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn doc_header_problems(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|path| {
+            let text = fs::read_to_string(path).ok()?;
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            (!first.starts_with("//!")).then(|| {
+                format!(
+                    "{}:1: must start with a `//!` line saying what the file is for",
+                    relative(root, path)
+                )
+            })
+        })
+        .collect()
+}
+
+/// The markers are assembled at run time so this file does not trip its own check.
+fn forbidden_markers() -> Vec<String> {
+    vec![
+        format!("{}!(", "dbg"),
+        format!("{}!(", "todo"),
+        format!("{}!(", "unimplemented"),
+        format!("#[{}", "ignore"),
+    ]
+}
+
+fn forbidden_macro_problems(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    let markers = forbidden_markers();
+    let mut problems = Vec::new();
+    for path in files {
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
+        for (number, line) in text.lines().enumerate() {
+            for marker in &markers {
+                if line.contains(marker.as_str()) {
+                    problems.push(format!(
+                        "{}:{}: `{marker}` is not allowed under crates/",
+                        relative(root, path),
+                        number + 1
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace_root;
+
+    fn edge(to: &str, kind: &str, optional: bool) -> Edge {
+        Edge {
+            to: to.into(),
+            kind: kind.into(),
+            optional,
+        }
+    }
+
+    #[test]
+    fn dependency_invariants_hold() {
+        let graph = workspace_dependencies(&workspace_root()).expect("cargo metadata");
+        assert!(graph.contains_key("isopace-observe"), "{graph:?}");
+        let problems = dependency_problems(&graph);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn dependency_check_catches_violations() {
+        let graph = BTreeMap::from([
+            (
+                "isopace-config".to_owned(),
+                BTreeSet::from([edge("isopace-observe", "normal", false)]),
+            ),
+            (
+                "isopace-host".to_owned(),
+                BTreeSet::from([
+                    edge("isopace-cli", "dev", false),
+                    edge("isopace-otel", "normal", true),
+                ]),
+            ),
+            (
+                "isopace-cli".to_owned(),
+                BTreeSet::from([edge("isopace-otel", "normal", true)]),
+            ),
+        ]);
+        let problems = dependency_problems(&graph);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+    }
+
+    #[test]
+    fn every_crate_file_opens_with_a_module_doc() {
+        let root = workspace_root();
+        let files = rust_files(&root.join("crates"));
+        assert!(!files.is_empty());
+        let problems = doc_header_problems(&root, &files);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn no_forbidden_macros_or_ignored_tests() {
+        let root = workspace_root();
+        let problems = forbidden_macro_problems(&root, &rust_files(&root.join("crates")));
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn forbidden_marker_check_catches_a_violation() {
+        let dir = std::env::temp_dir().join(format!("xtask-tidy-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.rs");
+        fs::write(&file, format!("fn f() {{\n    {}\"x\");\n}}\n", forbidden_markers()[1])).unwrap();
+        let problems = forbidden_macro_problems(&dir, std::slice::from_ref(&file));
+        let header = doc_header_problems(&dir, std::slice::from_ref(&file));
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(problems, vec!["bad.rs:2: `todo!(` is not allowed under crates/"]);
+        assert_eq!(header.len(), 1);
+    }
+}
