@@ -171,7 +171,12 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// An error and its sources, joined with ": ", for logs and status.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// assert_eq!(isopace_host::error_chain(&io), "disk full");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

@@ -18,7 +18,7 @@ use crate::{
     Component, Env,
     call::{Call, Instruments, check_reentrant, error_chain},
     error::{ComponentError, Error, Failure, Phase},
-    status::{ComponentStatus, Key, State, Table},
+    status::{ComponentStatus, Key, Slot, State, Table},
 };
 
 /// Default bound on [`Host::run`]'s stop after the shutdown signal.
@@ -260,6 +260,7 @@ impl Host {
             slots.phase = HostPhase::Starting;
             slots.table.keys()
         };
+        let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host starting");
         let mut started = Vec::with_capacity(order.len());
         for key in order {
@@ -274,6 +275,7 @@ impl Host {
                         unwind.push(e);
                     }
                 }
+                cancelled.defuse();
                 self.inner.state.lock().phase = HostPhase::Idle;
                 let error = Error::Start { failure, unwind };
                 tracing::error!(error = %error_chain(&error), "host start failed");
@@ -281,6 +283,7 @@ impl Host {
             }
             started.push(key);
         }
+        cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Running;
         tracing::info!("host started");
         Ok(())
@@ -314,6 +317,7 @@ impl Host {
             slots.phase = HostPhase::Stopping;
             slots.table.keys_in(State::Running)
         };
+        let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host stopping");
         let mut errors = Vec::new();
         let mut stopping = Vec::new();
@@ -341,6 +345,7 @@ impl Host {
                 Err(e) => errors.push(e),
             }
         }
+        cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Idle;
         if !stopping.is_empty() {
             let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
@@ -383,13 +388,16 @@ impl Host {
         if !running {
             return Ok(());
         }
+        // A deploy abandoned mid-start leaves nothing registered, like a failed one.
+        let cancelled = OnCancel::new(|| self.inner.state.lock().remove(key));
         if let Err(failure) = self.call(key, Phase::Start, None).await {
             if let Err(e) = self.call(key, Phase::Stop, None).await {
                 tracing::warn!(error = %error_chain(&e), "stop after a failed deploy failed");
             }
-            self.inner.state.lock().remove(key);
+            drop(cancelled);
             return Err(Error::Component(failure));
         }
+        cancelled.defuse();
         Ok(())
     }
 
@@ -407,6 +415,8 @@ impl Host {
                 .ok_or_else(|| Error::NotFound(name.to_owned()))?;
             (key, slots.table.state(key))
         };
+        // An undeploy abandoned mid-stop still removes the component.
+        let removal = OnCancel::new(|| self.inner.state.lock().remove(key));
         let result = if state == Some(State::Running) {
             self.call(key, Phase::Stop, None)
                 .await
@@ -414,7 +424,7 @@ impl Host {
         } else {
             Ok(())
         };
-        self.inner.state.lock().remove(key);
+        drop(removal);
         tracing::info!(component = name, "undeployed");
         result
     }
@@ -444,27 +454,35 @@ impl Host {
             Phase::Stop => State::Stopping,
         };
         let began = SystemTime::now();
-        let (name, mut slot) = self
+        let (name, slot) = self
             .inner
             .state
             .lock()
             .table
             .take(key, transient, began)
             .expect("lifecycle calls are serialised, so a registered component is in its slot");
+        // If this call is abandoned (its future dropped), the component goes back in its slot.
+        let mut guard = SlotGuard {
+            inner: &self.inner,
+            key,
+            slot: Some(slot),
+        };
         let settings = &self.inner.settings;
         let timeout = match phase {
             Phase::Start => settings.start_timeout,
             Phase::Stop => settings.stop_timeout,
         };
+        let Slot { component, env } = guard.slot.as_mut().expect("just filled");
         let (result, elapsed) = Call {
             host: self.inner.id,
             phase,
             timeout: limit.map_or(timeout, |l| l.min(timeout)),
-            env: &slot.env,
+            env,
             instruments: &self.inner.instruments,
         }
-        .run(&name, &mut *slot.component)
+        .run(&name, &mut **component)
         .await;
+        let slot = guard.slot.take().expect("still filled");
         let ended = began + elapsed;
         let (state, error) = match &result {
             Ok(()) => {
@@ -487,6 +505,16 @@ impl Host {
             .table
             .put(key, slot, state, ended, error);
         result
+    }
+
+    /// After an abandoned start or stop: running if anything runs, idle otherwise.
+    fn settle_phase(&self) {
+        let mut slots = self.inner.state.lock();
+        slots.phase = if slots.table.keys_in(State::Running).is_empty() {
+            HostPhase::Idle
+        } else {
+            HostPhase::Running
+        };
     }
 
     fn mark(&self, key: Key, state: State, error: Option<&ComponentError>) {
@@ -524,6 +552,53 @@ fn past(phase: Phase) -> &'static str {
     match phase {
         Phase::Start => "started",
         Phase::Stop => "stopped",
+    }
+}
+
+/// Runs a closure when dropped unless defused: restores the host's invariants when a
+/// lifecycle future is dropped before it finishes.
+struct OnCancel<F: FnOnce()> {
+    on_drop: Option<F>,
+}
+
+impl<F: FnOnce()> OnCancel<F> {
+    fn new(on_drop: F) -> Self {
+        OnCancel {
+            on_drop: Some(on_drop),
+        }
+    }
+
+    fn defuse(mut self) {
+        self.on_drop = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnCancel<F> {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop.take() {
+            on_drop();
+        }
+    }
+}
+
+/// Holds a component out of its slot during a call and puts it back if the call is dropped.
+struct SlotGuard<'a> {
+    inner: &'a Inner,
+    key: Key,
+    slot: Option<Slot>,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.inner.state.lock().table.put(
+                self.key,
+                slot,
+                State::Failed,
+                SystemTime::now(),
+                Some("the lifecycle call was cancelled before it finished".to_owned()),
+            );
+        }
     }
 }
 

@@ -67,6 +67,7 @@ mod status;
 pub use async_trait::async_trait;
 pub use component::{BoxError, Component};
 pub use env::Env;
+pub use call::error_chain;
 pub use error::{ComponentError, Error, Failure, Phase};
 pub use host::{
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Host, HostBuilder,

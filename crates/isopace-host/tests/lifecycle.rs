@@ -570,3 +570,36 @@ async fn dropping_the_last_handle_releases_every_component() {
     assert!(weak.upgrade().is_none());
     assert_eq!(Arc::strong_count(&token), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
+    let log = log();
+    let host = quick_host();
+    host.register(Probe::new("a", &log)).unwrap();
+    host.register(Probe::new("slow-stop", &log).stop_does(Act::Sleep(Duration::from_secs(3))))
+        .unwrap();
+    host.start().await.unwrap();
+
+    // A deploy dropped mid-start leaves nothing registered.
+    let deploy = host.deploy(Probe::new("hang", &log).start_does(Act::Hang));
+    assert!(tokio::time::timeout(Duration::from_secs(1), deploy).await.is_err());
+    assert_eq!(host.components(), ["a", "slow-stop"]);
+
+    // A stop dropped mid-way: what still runs keeps the host running, and the next stop
+    // finishes the job.
+    let stop = host.stop();
+    assert!(tokio::time::timeout(Duration::from_secs(1), stop).await.is_err());
+    assert!(host.is_running());
+    assert_eq!(host.status_of("a").unwrap().state, State::Running);
+    assert_eq!(host.status_of("slow-stop").unwrap().state, State::Failed);
+    host.stop().await.unwrap();
+    assert_eq!(host.status_of("a").unwrap().state, State::Stopped);
+
+    // An undeploy dropped mid-stop still removes the component.
+    host.start().await.unwrap();
+    let undeploy = host.undeploy("slow-stop");
+    assert!(tokio::time::timeout(Duration::from_secs(1), undeploy).await.is_err());
+    assert_eq!(host.components(), ["a"]);
+    host.deploy(Probe::new("slow-stop", &log)).await.unwrap();
+    host.stop().await.unwrap();
+}
