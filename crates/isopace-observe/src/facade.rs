@@ -71,6 +71,19 @@ pub enum AttrValue<'a> {
     Bool(bool),
 }
 
+impl AttrValue<'_> {
+    /// The value with any borrowed text copied, so it can outlive the borrow.
+    pub fn into_owned(self) -> AttrValue<'static> {
+        match self {
+            AttrValue::Str(s) => AttrValue::Str(Cow::Owned(s.into_owned())),
+            AttrValue::I64(v) => AttrValue::I64(v),
+            AttrValue::U64(v) => AttrValue::U64(v),
+            AttrValue::F64(v) => AttrValue::F64(v),
+            AttrValue::Bool(v) => AttrValue::Bool(v),
+        }
+    }
+}
+
 impl fmt::Display for AttrValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -226,6 +239,11 @@ impl Counter {
         }
     }
 
+    /// Whether this counter records anything.
+    pub fn is_recording(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// Adds `n` to the series identified by `attrs`.
     #[inline]
     pub fn add(&self, n: u64, attrs: &[Attr<'_>]) {
@@ -238,7 +256,7 @@ impl Counter {
 impl fmt::Debug for Counter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Counter")
-            .field("recording", &self.inner.is_some())
+            .field("recording", &self.is_recording())
             .finish()
     }
 }
@@ -268,6 +286,11 @@ impl Histogram {
         }
     }
 
+    /// Whether this histogram records anything.
+    pub fn is_recording(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// Records `value` in the series identified by `attrs`.
     #[inline]
     pub fn observe(&self, value: f64, attrs: &[Attr<'_>]) {
@@ -280,7 +303,7 @@ impl Histogram {
 impl fmt::Debug for Histogram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Histogram")
-            .field("recording", &self.inner.is_some())
+            .field("recording", &self.is_recording())
             .finish()
     }
 }

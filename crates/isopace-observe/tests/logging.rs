@@ -1,0 +1,179 @@
+//! The logging builder: levels, formats, directives and live level changes.
+
+use isopace_observe::{Error, LogFormat, LogOptions, parse_level};
+use tracing::Level;
+
+use crate::util::Capture;
+
+#[test]
+fn parse_level_reads_every_spelling_and_falls_back_to_the_default() {
+    let table = [
+        ("trace", Level::TRACE),
+        ("DEBUG", Level::DEBUG),
+        (" info ", Level::INFO),
+        ("Warn", Level::WARN),
+        ("warning", Level::WARN),
+        ("error", Level::ERROR),
+        ("ERR", Level::ERROR),
+        ("\twarn\n", Level::WARN),
+        ("", Level::TRACE),
+        ("verbose", Level::TRACE),
+        ("warnings", Level::TRACE),
+        ("in fo", Level::TRACE),
+    ];
+    for (input, expected) in table {
+        assert_eq!(parse_level(input, Level::TRACE), expected, "{input:?}");
+    }
+    assert_eq!(parse_level("nope", Level::ERROR), Level::ERROR);
+}
+
+#[test]
+fn log_format_parses_case_insensitively() {
+    assert_eq!("text".parse::<LogFormat>().ok(), Some(LogFormat::Text));
+    assert_eq!(" JSON ".parse::<LogFormat>().ok(), Some(LogFormat::Json));
+    let err = "yaml".parse::<LogFormat>().expect_err("not a format");
+    assert_eq!(
+        err.to_string(),
+        "unknown log format `yaml` (expected `text` or `json`)"
+    );
+    assert_eq!(LogFormat::Json.to_string(), "json");
+}
+
+#[test]
+fn a_level_change_through_the_handle_takes_effect() {
+    let capture = Capture::default();
+    let (subscriber, handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("default options are valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!("hidden at info");
+        tracing::info!("shown at info");
+        handle
+            .set_level(Level::DEBUG)
+            .expect("the logger is running");
+        tracing::debug!("shown at debug");
+        handle
+            .set_level(Level::WARN)
+            .expect("the logger is running");
+        tracing::info!("hidden at warn");
+        tracing::warn!("shown at warn");
+    });
+    let text = capture.text();
+    let shown: Vec<&str> = text.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(
+        shown,
+        ["shown at info", "shown at debug", "shown at warn"],
+        "{text}"
+    );
+    assert_eq!(handle.level(), Level::WARN);
+}
+
+#[test]
+fn directives_override_the_level_per_module_and_survive_level_changes() {
+    let capture = Capture::default();
+    let (subscriber, handle) = LogOptions {
+        level: Level::WARN,
+        directives: Some("chatty=debug".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("the directive is valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!(target: "chatty", "one");
+        tracing::info!(target: "quiet", "hidden");
+        handle
+            .set_level(Level::ERROR)
+            .expect("the logger is running");
+        tracing::debug!(target: "chatty", "two");
+        handle.set_directives("").expect("clearing is valid");
+        tracing::debug!(target: "chatty", "hidden");
+    });
+    let text = capture.text();
+    let shown: Vec<&str> = text.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(shown, ["one", "two"], "{text}");
+    assert_eq!(handle.directives(), None);
+}
+
+#[test]
+fn a_bad_directive_is_named_and_leaves_the_running_filter_alone() {
+    let err = LogOptions {
+        directives: Some("a=debug, b=loud".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(std::io::sink)
+    .map(|_| ())
+    .expect_err("`loud` is not a level");
+    assert!(
+        err.to_string()
+            .starts_with("invalid log directive `b=loud` in `a=debug, b=loud`"),
+        "{err}"
+    );
+    assert!(matches!(err, Error::InvalidDirective { .. }));
+
+    let capture = Capture::default();
+    let (subscriber, handle) = LogOptions {
+        directives: Some("x=trace".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(handle.set_directives("x=[").is_err());
+        tracing::trace!(target: "x", "still traced");
+    });
+    assert!(capture.text().contains("still traced"));
+    assert_eq!(handle.directives().as_deref(), Some("x=trace"));
+}
+
+#[test]
+fn json_is_one_object_per_line_with_source_when_asked() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        format: LogFormat::Json,
+        source: true,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(component = "edge", "started");
+        tracing::warn!(attempt = 2, "retrying");
+    });
+    let text = capture.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        assert!(
+            line.contains(r#""filename":"#) && line.contains(r#""line_number":"#),
+            "{line}"
+        );
+    }
+    assert!(lines[0].contains(r#""message":"started""#), "{text}");
+    assert!(lines[0].contains(r#""component":"edge""#), "{text}");
+    assert!(lines[1].contains(r#""level":"WARN""#), "{text}");
+}
+
+#[test]
+fn text_omits_the_source_unless_asked() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("valid");
+    tracing::subscriber::with_default(subscriber, || tracing::info!("plain"));
+    let text = capture.text();
+    assert!(text.contains(" INFO ") && text.contains("plain"), "{text}");
+    assert!(!text.contains("logging.rs"), "{text}");
+}
+
+#[test]
+fn init_installs_once() {
+    let _first = LogOptions {
+        level: Level::ERROR,
+        ..LogOptions::default()
+    }
+    .init();
+    // Whether or not the first call won, a global subscriber is now installed.
+    let err = LogOptions::default().init().expect_err("already installed");
+    assert!(matches!(err, Error::LoggerAlreadyInstalled(_)), "{err}");
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the observability facade, one module per topic.
+
+mod fanout;
+mod logging;
+mod metrics;
+mod nop;
+mod tracing_observer;
+mod util;

@@ -1,0 +1,149 @@
+//! `TracingObserver`: spans and measurements as tracing output, captured and asserted.
+
+use std::{error::Error as StdError, fmt};
+
+use isopace_observe::{Observer, TracingObserver, attr};
+
+use crate::util::Capture;
+
+fn lines_with<'t>(text: &'t str, needle: &str) -> Vec<&'t str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn a_span_logs_its_start_and_end_at_debug_with_name_and_attributes() {
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.subscriber(), || {
+        let mut span = TracingObserver::new().start_span("authorize", &[attr("mti", "0200")]);
+        span.set_attr(attr("approved", true));
+        span.end();
+    });
+    let text = capture.text();
+    let started = lines_with(&text, "span started");
+    assert_eq!(started.len(), 1, "{text}");
+    assert!(started[0].starts_with("DEBUG"), "{text}");
+    assert!(started[0].contains("isopace::span"), "{text}");
+    assert!(started[0].contains("name=authorize"), "{text}");
+    assert!(started[0].contains("attrs=mti=0200"), "{text}");
+    let ended = lines_with(&text, "span ended");
+    assert_eq!(ended.len(), 1, "{text}");
+    assert!(ended[0].starts_with("DEBUG"), "{text}");
+    assert!(ended[0].contains("attrs=mti=0200 approved=true"), "{text}");
+    assert!(ended[0].contains("duration_ms="), "{text}");
+    // The events are emitted inside the tracing span, whose fields show in the context.
+    assert!(ended[0].contains("span{name=authorize"), "{text}");
+}
+
+#[derive(Debug)]
+struct Outer(Inner);
+#[derive(Debug)]
+struct Inner;
+
+impl fmt::Display for Outer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("upstream refused the request")
+    }
+}
+impl StdError for Outer {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+impl fmt::Display for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection reset")
+    }
+}
+impl StdError for Inner {}
+
+#[test]
+fn a_failed_span_ends_at_error_level_with_the_error_and_its_sources() {
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.subscriber(), || {
+        let mut span = TracingObserver::new().start_span("forward", &[]);
+        span.set_error(&Outer(Inner));
+        // Dropping ends it too, exactly once.
+        drop(span);
+    });
+    let text = capture.text();
+    let ended = lines_with(&text, "span ended");
+    assert_eq!(ended.len(), 1, "{text}");
+    assert!(ended[0].starts_with("ERROR"), "{text}");
+    assert!(
+        ended[0].contains("error=upstream refused the request"),
+        "{text}"
+    );
+    assert!(
+        ended[0].contains("error.sources=connection reset"),
+        "{text}"
+    );
+}
+
+#[test]
+fn measurements_are_debug_events_with_name_kind_value_and_attributes() {
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.subscriber(), || {
+        let obs = TracingObserver::new();
+        obs.counter("requests")
+            .add(3, &[attr("outcome", "ok"), attr("peer", "a b")]);
+        obs.histogram("latency_seconds").observe(0.25, &[]);
+    });
+    let text = capture.text();
+    let metrics = lines_with(&text, "isopace::metrics");
+    assert_eq!(metrics.len(), 2, "{text}");
+    assert!(metrics[0].starts_with("DEBUG"), "{text}");
+    assert!(
+        metrics[0].ends_with(r#"name=requests kind="counter" delta=3 attrs=outcome=ok peer="a b""#),
+        "{text}"
+    );
+    assert!(
+        metrics[1].ends_with(r#"name=latency_seconds kind="histogram" value=0.25 attrs="#),
+        "{text}"
+    );
+}
+
+#[test]
+fn nothing_is_logged_above_debug_for_a_successful_span() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let obs = TracingObserver::new();
+        obs.start_span("quiet", &[]).end();
+        obs.counter("c").add(1, &[]);
+        let mut failed = obs.start_span("loud", &[]);
+        failed.set_error(&Inner);
+        failed.end();
+    });
+    let text = capture.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("ERROR") && text.contains("name=loud"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_lives_across_await_in_a_spawned_task() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let obs = TracingObserver::new();
+    let span = obs.start_span("job", &[attr("id", 7_i64)]);
+    let ended = tokio::spawn(async move {
+        let mut span = span;
+        tokio::task::yield_now().await;
+        span.set_attr(attr("done", true));
+        span.end();
+        "ended"
+    })
+    .await
+    .expect("the task completes");
+    assert_eq!(ended, "ended");
+    // The span ended on a worker thread, yet its end reaches the subscriber that saw it start.
+    let text = capture.text();
+    assert!(text.contains("span started"), "{text}");
+    assert!(text.contains("attrs=id=7 done=true"), "{text}");
+}
