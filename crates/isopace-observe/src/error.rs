@@ -35,8 +35,9 @@ impl fmt::Display for MetricKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// One metric name was asked for as two different kinds.
-    #[error("metric `{name}` is already registered as a {existing}, so it cannot be a {requested}")]
+    /// One metric name was asked for as two different kinds, or a name would clash with the
+    /// series of another metric (a gauge `x_count` next to a histogram `x`).
+    #[error("metric `{name}` clashes with an existing {existing}, so it cannot be a {requested}")]
     KindConflict {
         /// The metric's name as rendered (sanitised, counters with `_total`).
         name: String,

@@ -232,7 +232,7 @@ fn one_name_as_two_kinds_is_an_error_or_an_inert_handle_logged_once() {
     ));
     assert_eq!(
         err.to_string(),
-        "metric `jobs` is already registered as a counter, so it cannot be a histogram"
+        "metric `jobs` clashes with an existing counter, so it cannot be a histogram"
     );
     assert!(metrics.try_gauge("jobs_total").is_err());
     metrics.histogram("size").observe(1.0, &[]);

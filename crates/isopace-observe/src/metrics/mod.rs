@@ -48,9 +48,9 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 ///   Counters are rendered with a `_total` suffix, added if absent, so `counter("requests")`
 ///   and `counter("requests_total")` are the same counter.
 /// - Handles are cached: asking for a name again returns a handle on the same series, and a
-///   [`Counter::add`] without attributes is one atomic add on a per-thread cell, with no lock
-///   and no allocation. A labelled add finds an existing series under a read lock without
-///   allocating.
+///   [`Counter::add`] without attributes writes a cell owned by the calling thread, with no
+///   lock, no allocation and no contention. A labelled add finds an existing series under a
+///   read lock without allocating.
 /// - A span named `s` records its duration in the histogram `s_duration_seconds` (the span's
 ///   starting attributes are its labels; attributes added later are not), and a span ended
 ///   after [`Span::set_error`] also adds one to the counter `s_errors_total`.
@@ -145,25 +145,28 @@ impl MetricsRegistry {
     /// The counter `name` (rendered as `<name>_total`), or the error if `name` is taken by
     /// another kind.
     pub fn try_counter(&self, name: &str) -> Result<Counter, Error> {
-        match self.get(&counter_name(name), MetricKind::Counter)? {
+        let name = counter_name(name);
+        match self.get(&name, MetricKind::Counter)? {
             Metric::Counter(f) => Ok(Counter::new(f)),
-            other => Err(self.conflict(name, other.kind(), MetricKind::Counter)),
+            other => Err(self.conflict(&name, other.kind(), MetricKind::Counter)),
         }
     }
 
     /// The histogram `name`, or the error if `name` is taken by another kind.
     pub fn try_histogram(&self, name: &str) -> Result<Histogram, Error> {
-        match self.get(&metric_name(name), MetricKind::Histogram)? {
+        let name = metric_name(name);
+        match self.get(&name, MetricKind::Histogram)? {
             Metric::Histogram(f) => Ok(Histogram::new(f)),
-            other => Err(self.conflict(name, other.kind(), MetricKind::Histogram)),
+            other => Err(self.conflict(&name, other.kind(), MetricKind::Histogram)),
         }
     }
 
     /// The gauge `name`, or the error if `name` is taken by another kind.
     pub fn try_gauge(&self, name: &str) -> Result<Gauge, Error> {
-        match self.get(&metric_name(name), MetricKind::Gauge)? {
+        let name = metric_name(name);
+        match self.get(&name, MetricKind::Gauge)? {
             Metric::Gauge(f) => Ok(Gauge { inner: Some(f) }),
-            other => Err(self.conflict(name, other.kind(), MetricKind::Gauge)),
+            other => Err(self.conflict(&name, other.kind(), MetricKind::Gauge)),
         }
     }
 
@@ -252,7 +255,7 @@ impl MetricsRegistry {
     /// The metric rendered as `name`, created as `kind` if new.
     fn get(&self, name: &str, kind: MetricKind) -> Result<Metric, Error> {
         if let Some(e) = self.shared.metrics.read().get(name) {
-            if *e.name == *name {
+            if *e.name == *name && e.metric.kind() == kind {
                 return Ok(e.metric.clone());
             }
             return Err(self.conflict(name, e.metric.kind(), kind));
@@ -261,6 +264,7 @@ impl MetricsRegistry {
         let mut metrics = self.shared.metrics.write();
         if let Some(e) = metrics.get(name)
             && *e.name == *name
+            && e.metric.kind() == kind
         {
             return Ok(e.metric.clone());
         }
