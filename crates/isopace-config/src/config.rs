@@ -164,13 +164,13 @@ fn build(
             message,
         })?;
     }
-    Ok(Tree {
+    Ok(Tree::new(
         root,
-        env: origins,
-        file: file.map(Path::to_path_buf),
+        origins,
+        file.map(Path::to_path_buf),
         generation,
-        digest: digest(bytes),
-    })
+        digest(bytes),
+    ))
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
@@ -250,7 +250,7 @@ impl Config {
     /// One consistent view of the whole tree, for reads that must belong together.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            tree: self.inner.tree.load_full(),
+            tree: self.inner.tree.load(),
         }
     }
 

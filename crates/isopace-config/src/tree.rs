@@ -1,6 +1,13 @@
 //! One immutable generation of the configuration: values, provenance, and the reads on them.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    hash::{BuildHasherDefault, Hasher},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -147,17 +154,131 @@ pub(crate) struct Tree {
     /// A hash of the bytes the tree was parsed from, so the watcher can tell a real change
     /// from an event that touched the directory but not the content.
     pub(crate) digest: u64,
+    /// Every dot path of the tree, so a read is one hash lookup instead of a split and a map
+    /// search per level.
+    index: HashMap<Box<str>, Slot, BuildHasherDefault<PathHasher>>,
+    /// Whether any array exists: only then can a path missing from the index (`list.0.x`)
+    /// still resolve.
+    has_arrays: bool,
+}
+
+/// What the index knows about a path.
+#[derive(Debug)]
+enum Slot {
+    /// A scalar or array, copied so the read needs no walk.
+    Leaf(Value),
+    /// An object: walk the tree (copying every subtree would make the index quadratic).
+    Branch,
 }
 
 impl Default for Tree {
     fn default() -> Self {
-        Tree {
-            root: Value::Object(Map::new()),
-            env: BTreeMap::new(),
-            file: None,
-            generation: 0,
-            digest: 0,
+        Tree::new(Value::Object(Map::new()), BTreeMap::new(), None, 0, 0)
+    }
+}
+
+impl Tree {
+    pub(crate) fn new(
+        root: Value,
+        env: BTreeMap<String, EnvOrigin>,
+        file: Option<PathBuf>,
+        generation: u64,
+        digest: u64,
+    ) -> Tree {
+        let mut index = HashMap::default();
+        let mut has_arrays = false;
+        if let Value::Object(map) = &root {
+            let mut path = String::new();
+            index_object(map, &mut path, &mut index, &mut has_arrays);
         }
+        Tree {
+            root,
+            env,
+            file,
+            generation,
+            digest,
+            index,
+            has_arrays,
+        }
+    }
+}
+
+fn index_object(
+    map: &Map<String, Value>,
+    path: &mut String,
+    index: &mut HashMap<Box<str>, Slot, BuildHasherDefault<PathHasher>>,
+    has_arrays: &mut bool,
+) {
+    for (key, value) in map {
+        // A dot path cannot name a key that contains a dot; indexing it would shadow the
+        // nested path it spells.
+        if key.contains('.') {
+            continue;
+        }
+        let len = path.len();
+        if len > 0 {
+            path.push('.');
+        }
+        path.push_str(key);
+        match value {
+            Value::Object(child) => {
+                index.insert(path.as_str().into(), Slot::Branch);
+                index_object(child, path, index, has_arrays);
+            }
+            other => {
+                *has_arrays |= other.is_array();
+                index.insert(path.as_str().into(), Slot::Leaf(other.clone()));
+            }
+        }
+        path.truncate(len);
+    }
+}
+
+/// FxHash-style multiply-rotate hashing: several times faster than SipHash on short keys.
+/// Its keys are the config file's own paths, not attacker-chosen input, so collision
+/// resistance buys nothing here.
+#[derive(Default)]
+struct PathHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl PathHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for PathHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -178,8 +299,14 @@ pub(crate) fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 impl Tree {
+    #[inline]
     pub(crate) fn lookup(&self, path: &str) -> Option<&Value> {
-        lookup(&self.root, path)
+        match self.index.get(path) {
+            Some(Slot::Leaf(value)) => Some(value),
+            Some(Slot::Branch) => lookup(&self.root, path),
+            None if self.has_arrays || path.is_empty() => lookup(&self.root, path),
+            None => None,
+        }
     }
 
     pub(crate) fn string(&self, path: &str, default: &str) -> String {
@@ -295,10 +422,24 @@ impl Tree {
 }
 
 /// A fixed view of one generation of the tree: every read on it sees the same values, however
-/// many reloads happen meanwhile. Cheap to clone.
-#[derive(Clone)]
+/// many reloads happen meanwhile. Cheap to take and to clone.
+///
+/// Meant to be short-lived (a request, a batch of reads). Holding many snapshots on one
+/// thread for a long time is correct but moves that thread's later reads off `arc-swap`'s
+/// fastest path, and keeps the old tree in memory.
 pub struct Snapshot {
-    pub(crate) tree: Arc<Tree>,
+    /// An `arc-swap` guard rather than a cloned `Arc`: taking one writes only to this
+    /// thread's own slot, where cloning the `Arc` would bounce its reference count between
+    /// every core that reads.
+    pub(crate) tree: arc_swap::Guard<Arc<Tree>>,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        Snapshot {
+            tree: arc_swap::Guard::from_inner(Arc::clone(&self.tree)),
+        }
+    }
 }
 
 impl fmt::Debug for Snapshot {
@@ -384,10 +525,7 @@ mod tests {
     use serde_json::json;
 
     fn tree(root: Value) -> Tree {
-        Tree {
-            root,
-            ..Tree::default()
-        }
+        Tree::new(root, BTreeMap::new(), None, 0, 0)
     }
 
     #[test]
@@ -439,6 +577,21 @@ mod tests {
         assert_eq!(t.lookup("a.b.c.d"), None);
         assert_eq!(t.lookup("a..b"), None);
         assert_eq!(t.lookup(""), Some(&t.root));
+        assert_eq!(t.lookup("a.b"), Some(&json!({"c": 1})));
+
+        let plain = tree(json!({"a": {"b": 1}, "c": {}}));
+        assert_eq!(plain.lookup("a.b"), Some(&json!(1)));
+        assert_eq!(plain.lookup("a"), Some(&json!({"b": 1})));
+        assert_eq!(plain.lookup("c"), Some(&json!({})));
+        assert_eq!(plain.lookup("a.x"), None);
+        assert_eq!(plain.lookup("a.b.c"), None);
+    }
+
+    #[test]
+    fn keys_containing_dots_do_not_shadow_nested_paths() {
+        let t = tree(json!({"a.b": 1, "a": {"b": 2}, "x.y": 3}));
+        assert_eq!(t.lookup("a.b"), Some(&json!(2)));
+        assert_eq!(t.lookup("x.y"), None);
     }
 
     #[test]
