@@ -337,8 +337,7 @@ impl Host {
             }
             match self.call(key, Phase::Stop, Some(limit)).await {
                 Ok(()) => {}
-                Err(e)
-                    if matches!(e.failure(), Failure::TimedOut(t) if *t < self.inner.settings.stop_timeout) =>
+                Err(e) if matches!(e.failure(), Failure::TimedOut(t) if *t < self.inner.settings.stop_timeout) =>
                 {
                     stopping.push(e.component().to_owned());
                 }

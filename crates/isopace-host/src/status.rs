@@ -148,7 +148,12 @@ impl Table {
     }
 
     /// Takes the component out for a lifecycle call, entering `state` at `at`.
-    pub(crate) fn take(&mut self, key: Key, state: State, at: SystemTime) -> Option<(Arc<str>, Slot)> {
+    pub(crate) fn take(
+        &mut self,
+        key: Key,
+        state: State,
+        at: SystemTime,
+    ) -> Option<(Arc<str>, Slot)> {
         let row = self.row_mut(key)?;
         let slot = row.slot.take()?;
         row.state = state;
@@ -157,7 +162,14 @@ impl Table {
     }
 
     /// Puts the component back after a lifecycle call, entering `state` at `at`.
-    pub(crate) fn put(&mut self, key: Key, slot: Slot, state: State, at: SystemTime, error: Option<String>) {
+    pub(crate) fn put(
+        &mut self,
+        key: Key,
+        slot: Slot,
+        state: State,
+        at: SystemTime,
+        error: Option<String>,
+    ) {
         if let Some(row) = self.row_mut(key) {
             row.slot = Some(slot);
         }

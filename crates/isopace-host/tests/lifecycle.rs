@@ -1,10 +1,6 @@
 //! Lifecycle behaviour of `Host`: order, unwinding, deploy/undeploy, timeouts, panics, re-entry.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use isopace_host::{
     BoxError, Component, Env, Error, Failure, Host, Phase, State, WeakHost, async_trait,
@@ -114,7 +110,12 @@ async fn starts_in_order_and_stops_in_reverse() {
     host.start().await.unwrap();
     assert!(host.is_running());
     host.stop().await.unwrap();
-    assert_eq!(events(&log), ["a:start", "b:start", "c:start", "c:stop", "b:stop", "a:stop"]);
+    assert_eq!(
+        events(&log),
+        [
+            "a:start", "b:start", "c:start", "c:stop", "b:stop", "a:stop"
+        ]
+    );
     // Stopped hosts start again.
     host.start().await.unwrap();
     host.stop().await.unwrap();
@@ -148,7 +149,13 @@ async fn a_start_failure_unwinds_only_what_started() {
     assert_eq!(host.status_of("b").unwrap().state, State::Failed);
     assert_eq!(host.status_of("a").unwrap().state, State::Stopped);
     assert_eq!(host.status_of("c").unwrap().state, State::Stopped);
-    assert!(host.status_of("b").unwrap().last_error.unwrap().contains("no route"));
+    assert!(
+        host.status_of("b")
+            .unwrap()
+            .last_error
+            .unwrap()
+            .contains("no route")
+    );
 }
 
 #[tokio::test]
@@ -181,7 +188,10 @@ async fn duplicate_names_and_register_after_start_are_refused() {
     assert!(matches!(&err, Error::Duplicate(n) if n == "a"), "{err:?}");
     assert_eq!(err.to_string(), "component `a` is already registered");
     host.start().await.unwrap();
-    assert!(matches!(host.register(Probe::new("z", &log)), Err(Error::Running)));
+    assert!(matches!(
+        host.register(Probe::new("z", &log)),
+        Err(Error::Running)
+    ));
     assert!(matches!(host.start().await, Err(Error::Running)));
     let err = host.deploy(Probe::new("a", &log)).await.unwrap_err();
     assert!(matches!(&err, Error::Duplicate(n) if n == "a"), "{err:?}");
@@ -202,7 +212,10 @@ async fn deploy_and_undeploy_while_running() {
     assert_eq!(events(&log), ["live:start", "live:stop"]);
     assert_eq!(host.components(), ["base"]);
     let err = host.undeploy("ghost").await.unwrap_err();
-    assert!(matches!(&err, Error::NotFound(n) if n == "ghost"), "{err:?}");
+    assert!(
+        matches!(&err, Error::NotFound(n) if n == "ghost"),
+        "{err:?}"
+    );
     assert_eq!(err.to_string(), "component `ghost` not found");
     host.stop().await.unwrap();
 }
@@ -216,7 +229,10 @@ async fn a_deploy_whose_start_fails_leaves_nothing_registered() {
         .deploy(Probe::new("bad", &log).start_does(Act::Fail("bind")))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Component(e) if e.component() == "bad"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Component(e) if e.component() == "bad"),
+        "{err:?}"
+    );
     assert!(host.components().is_empty());
     assert_eq!(events(&log), ["bad:start", "bad:stop"]);
     // The name is free again.
@@ -285,8 +301,14 @@ async fn a_start_that_hangs_times_out_and_is_reported() {
     };
     assert_eq!(failure.component(), "slow");
     assert!(matches!(failure.failure(), Failure::TimedOut(d) if *d == Duration::from_secs(5)));
-    assert_eq!(failure.to_string(), "component `slow` did not start within 5s");
-    assert_eq!(events(&log), ["a:start", "slow:start", "slow:stop", "a:stop"]);
+    assert_eq!(
+        failure.to_string(),
+        "component `slow` did not start within 5s"
+    );
+    assert_eq!(
+        events(&log),
+        ["a:start", "slow:start", "slow:stop", "a:stop"]
+    );
     // The host keeps working.
     host.undeploy("slow").await.unwrap();
     host.start().await.unwrap();
@@ -312,7 +334,14 @@ async fn a_stop_that_hangs_during_shutdown_is_named() {
     // Every other component was still stopped, in reverse order.
     assert_eq!(
         events(&log),
-        ["a:start", "stuck:start", "c:start", "c:stop", "stuck:stop", "a:stop"]
+        [
+            "a:start",
+            "stuck:start",
+            "c:start",
+            "c:stop",
+            "stuck:stop",
+            "a:stop"
+        ]
     );
     assert_eq!(host.status_of("stuck").unwrap().state, State::Failed);
     assert_eq!(host.status_of("a").unwrap().state, State::Stopped);
@@ -352,7 +381,9 @@ async fn panics_in_start_and_stop_are_caught_and_named() {
     let Error::Stop(errors) = &err else {
         panic!("expected stop errors, got {err:?}");
     };
-    assert!(matches!(errors[0].failure(), Failure::Panicked(m) if m == "probe panicked on purpose"));
+    assert!(
+        matches!(errors[0].failure(), Failure::Panicked(m) if m == "probe panicked on purpose")
+    );
     assert_eq!(
         errors[0].to_string(),
         "component `a` panicked in stop: probe panicked on purpose"
@@ -408,7 +439,10 @@ async fn a_reentrant_deploy_from_start_is_an_error_not_a_deadlock() {
     .unwrap();
     // Bounded even if the guard regressed: the start timeout would end it.
     host.start().await.unwrap();
-    let err = seen.lock().take().expect("the inner deploy returned an error");
+    let err = seen
+        .lock()
+        .take()
+        .expect("the inner deploy returned an error");
     assert!(
         matches!(&err, Error::Reentrant { call: "deploy", component, phase: Phase::Start } if component == "reentrant"),
         "{err:?}"
@@ -582,13 +616,21 @@ async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
 
     // A deploy dropped mid-start leaves nothing registered.
     let deploy = host.deploy(Probe::new("hang", &log).start_does(Act::Hang));
-    assert!(tokio::time::timeout(Duration::from_secs(1), deploy).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), deploy)
+            .await
+            .is_err()
+    );
     assert_eq!(host.components(), ["a", "slow-stop"]);
 
     // A stop dropped mid-way: what still runs keeps the host running, and the next stop
     // finishes the job.
     let stop = host.stop();
-    assert!(tokio::time::timeout(Duration::from_secs(1), stop).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), stop)
+            .await
+            .is_err()
+    );
     assert!(host.is_running());
     assert_eq!(host.status_of("a").unwrap().state, State::Running);
     assert_eq!(host.status_of("slow-stop").unwrap().state, State::Failed);
@@ -598,8 +640,72 @@ async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
     // An undeploy dropped mid-stop still removes the component.
     host.start().await.unwrap();
     let undeploy = host.undeploy("slow-stop");
-    assert!(tokio::time::timeout(Duration::from_secs(1), undeploy).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), undeploy)
+            .await
+            .is_err()
+    );
     assert_eq!(host.components(), ["a"]);
     host.deploy(Probe::new("slow-stop", &log)).await.unwrap();
     host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_watcher_is_a_supervised_component() {
+    use isopace_config::{Config, ConfigWatcher, LoadOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.json");
+    std::fs::write(&file, r#"{"logging": {"level": "info"}}"#).unwrap();
+    let config = Config::load(&file, LoadOptions::new()).unwrap();
+    let (tx, mut reloaded) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = ConfigWatcher::new(config.clone())
+        .interval(Duration::from_millis(20))
+        .on_reload(move |c| {
+            let _ = tx.send(c.string("logging.level", ""));
+        });
+    let host = Host::builder().config(config.clone()).build();
+    host.register(watcher).unwrap();
+    host.start().await.unwrap();
+    assert_eq!(host.components(), ["config-watcher"]);
+
+    let tmp = dir.path().join("app.json.tmp");
+    std::fs::write(&tmp, r#"{"logging": {"level": "debug"}}"#).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let level = tokio::time::timeout(Duration::from_secs(5), reloaded.recv())
+        .await
+        .expect("reloaded within 5 s");
+    assert_eq!(level.as_deref(), Some("debug"));
+    assert_eq!(host.env().config().string("logging.level", ""), "debug");
+    host.stop().await.unwrap();
+    assert_eq!(
+        host.status_of("config-watcher").unwrap().state,
+        State::Stopped
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_calls_are_measured_through_the_observer() {
+    let metrics = isopace_observe::MetricsRegistry::new();
+    let host = Host::builder()
+        .observer(Arc::new(metrics.clone()))
+        .start_timeout(Duration::from_secs(5))
+        .build();
+    let log = log();
+    host.register(Probe::new("a", &log)).unwrap();
+    host.start().await.unwrap();
+    let err = host
+        .deploy(Probe::new("b", &log).start_does(Act::Fail("x")))
+        .await;
+    assert!(err.is_err());
+    host.stop().await.unwrap();
+    let text = metrics.render();
+    for line in [
+        r#"isopace_lifecycle_calls_total{component="a",phase="start"} 1"#,
+        r#"isopace_lifecycle_calls_total{component="a",phase="stop"} 1"#,
+        r#"isopace_lifecycle_failures_total{component="b",phase="start",reason="error"} 1"#,
+        r#"isopace_lifecycle_duration_seconds_count{component="a",phase="start"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
 }

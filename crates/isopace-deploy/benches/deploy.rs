@@ -1,0 +1,196 @@
+//! Deployer benchmarks: a rescan of 10 000 unchanged descriptors beside a baseline that
+//! re-reads and compares every file (the reference's design), and the latency from an atomic
+//! rename of a changed descriptor to its new component having started.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use isopace_deploy::{Deployer, Registry};
+use isopace_host::{BoxError, Component, Env, Host, async_trait};
+use tokio::sync::mpsc;
+
+struct Probe {
+    name: String,
+    tag: u64,
+    started: Option<mpsc::UnboundedSender<u64>>,
+}
+
+#[async_trait]
+impl Component for Probe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
+        if let Some(started) = &self.started {
+            let _ = started.send(self.tag);
+        }
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+fn registry(started: Option<mpsc::UnboundedSender<u64>>) -> Arc<Registry> {
+    let mut registry = Registry::new();
+    registry
+        .register(
+            "probe",
+            "benchmark probe",
+            serde_json::json!({ "tag": 1 }),
+            move |name: &str, config: serde_json::Value, _env: &Env| {
+                Ok(Probe {
+                    name: name.to_owned(),
+                    tag: config["tag"].as_u64().unwrap_or(0),
+                    started: started.clone(),
+                })
+            },
+        )
+        .expect("one registration");
+    Arc::new(registry)
+}
+
+fn descriptor(name: &str, tag: u64) -> String {
+    format!(
+        r#"{{"name": "{name}", "type": "probe", "config": {{"tag": {tag}, "listen": "127.0.0.1:7000", "upstream": "127.0.0.1:7001"}}}}"#
+    )
+}
+
+/// The reference's rescan: list the directory, read every descriptor and compare it with
+/// what was applied last time.
+fn reread_baseline(dir: &Path, applied: &HashMap<PathBuf, Vec<u8>>) -> usize {
+    let mut unchanged = 0;
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let bytes = fs::read(&path).expect("read");
+        if applied.get(&path).is_some_and(|old| *old == bytes) {
+            unchanged += 1;
+        }
+    }
+    unchanged
+}
+
+fn rescan_unchanged(c: &mut Criterion) {
+    const FILES: usize = 10_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Old enough that metadata is trusted (files modified within the last second are re-read).
+    let old = SystemTime::now() - Duration::from_secs(60);
+    let mut applied = HashMap::new();
+    for i in 0..FILES {
+        let path = dir.path().join(format!("{i:05}.json"));
+        let text = descriptor(&format!("c{i}"), 1);
+        fs::write(&path, &text).expect("write");
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        applied.insert(path, text.into_bytes());
+    }
+    let host = Host::builder().build();
+    rt.block_on(host.start()).expect("start");
+    let deployer = Deployer::builder(&host, registry(None), dir.path()).build();
+    let first = rt.block_on(deployer.scan()).expect("first scan");
+    assert_eq!(first.deployed.len(), FILES);
+
+    let mut group = c.benchmark_group("deploy/rescan_10000_unchanged");
+    group.sample_size(20);
+    group.bench_function("deployer_metadata_first", |b| {
+        b.iter(|| {
+            let report = rt.block_on(deployer.scan()).expect("scan");
+            assert_eq!(report.unchanged.len(), FILES);
+        });
+    });
+    group.bench_function("baseline_reread_and_compare", |b| {
+        b.iter(|| assert_eq!(reread_baseline(dir.path(), &applied), FILES));
+    });
+    group.finish();
+    rt.block_on(host.stop()).expect("stop");
+}
+
+fn redeploy_latency(c: &mut Criterion) {
+    const TRIES: usize = 100;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.json");
+    fs::write(&path, descriptor("edge", 0)).expect("write");
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let host = Host::builder().build();
+    let deployer = Deployer::builder(&host, registry(Some(tx)), dir.path())
+        .scan_interval(Duration::from_secs(3600))
+        .build();
+    let handle = deployer.handle();
+    host.register(deployer).expect("register");
+    rt.block_on(async {
+        host.start().await.expect("start");
+        handle.wait_initial_scan().await;
+        assert_eq!(started.recv().await, Some(0));
+    });
+
+    let mut tag = 0;
+    let mut latencies = Vec::new();
+    let mut try_once = |latencies: &mut Vec<Duration>| {
+        tag += 1;
+        let tmp = dir.path().join(".edge.json.tmp");
+        fs::write(&tmp, descriptor("edge", tag)).expect("write");
+        let began = Instant::now();
+        fs::rename(&tmp, &path).expect("rename");
+        rt.block_on(async {
+            while let Some(seen) = started.recv().await {
+                if seen == tag {
+                    break;
+                }
+            }
+        });
+        let latency = began.elapsed();
+        latencies.push(latency);
+        latency
+    };
+
+    let mut group = c.benchmark_group("deploy/redeploy_after_rename");
+    group.sample_size(10);
+    group.bench_function("event_driven", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| try_once(&mut latencies)).sum());
+    });
+    group.finish();
+    while latencies.len() < TRIES {
+        try_once(&mut latencies);
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "deploy/redeploy_after_rename: {} tries, p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.95).as_secs_f64() * 1e3,
+        pct(1.0).as_secs_f64() * 1e3,
+    );
+    rt.block_on(host.stop()).expect("stop");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1));
+    targets = rescan_unchanged, redeploy_latency
+}
+criterion_main!(benches);

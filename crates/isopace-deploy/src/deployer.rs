@@ -1,0 +1,469 @@
+//! The deployer: a component that keeps the host in sync with a descriptor directory,
+//! reacting to file events and rescanning periodically as a safety net.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use isopace_host::{BoxError, Component, Env, Host, WeakHost, async_trait};
+use isopace_observe::{Counter, Histogram, attr};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    Registry,
+    error::Error,
+    scan::{Environment, FileStatus, ScanReport, ScanState},
+};
+
+/// The default period of the safety-net rescan.
+pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// The default quiet time after a file event before the directory is rescanned.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Builds a [`Deployer`]; see [`Deployer::builder`].
+#[must_use = "call build() to get the deployer"]
+pub struct DeployerBuilder {
+    host: WeakHost,
+    registry: Arc<Registry>,
+    dir: PathBuf,
+    scan_interval: Duration,
+    debounce: Duration,
+    watch: bool,
+    env: Environment,
+}
+
+impl DeployerBuilder {
+    /// How often to rescan the directory (default [`DEFAULT_SCAN_INTERVAL`], 5 s). With file
+    /// events on, this is a safety net; without them, it is how changes are found.
+    pub fn scan_interval(mut self, interval: Duration) -> Self {
+        self.scan_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long to wait for file events to settle before rescanning (default
+    /// [`DEFAULT_DEBOUNCE`], 50 ms): an editor's save or a ConfigMap swap is several events.
+    pub fn debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// Whether to watch the directory for file events (default true). Off, the deployer
+    /// polls on the scan interval, which suits filesystems without events.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Where `${VAR}` values come from (default: the process environment). Tests inject
+    /// a fixed set.
+    pub fn environment<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: std::collections::HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.env = Arc::new(move |name: &str| vars.get(name).cloned());
+        self
+    }
+
+    /// Builds the deployer.
+    pub fn build(self) -> Deployer {
+        let observer = self.host.upgrade().map(|h| Arc::clone(h.env().observer()));
+        let metrics = observer
+            .as_deref()
+            .map(Metrics::new)
+            .unwrap_or_else(|| Metrics::new(&isopace_observe::NopObserver));
+        let (initial, _) = watch::channel(false);
+        Deployer {
+            shared: Arc::new(Shared {
+                host: self.host,
+                registry: self.registry,
+                dir: self.dir,
+                env: self.env,
+                scan_interval: self.scan_interval,
+                debounce: self.debounce,
+                watch: self.watch,
+                state: Arc::new(tokio::sync::Mutex::new(ScanState::default())),
+                statuses: parking_lot::RwLock::new(Vec::new()),
+                rescan: Notify::new(),
+                initial,
+                metrics,
+            }),
+            running: None,
+        }
+    }
+}
+
+/// Turns a directory of descriptor files into running components on a host, and keeps them
+/// in sync as the files change.
+///
+/// It is itself a [`Component`] named `"deployer"`: register it with the host it deploys to.
+/// Its start only launches its loop; the first scan runs on the loop, after start returns,
+/// so it never re-enters the host. While running it reacts to file events within the
+/// debounce time and rescans on an interval as a safety net. Stopping it ends the loop; the
+/// components it deployed belong to the host, which stops them.
+///
+/// [`scan`](Deployer::scan) reconciles once and is what the loop calls; tests call it
+/// directly. A [`DeployerHandle`] does the same from elsewhere (an admin endpoint, a SIGHUP
+/// handler) once the deployer itself is owned by the host.
+pub struct Deployer {
+    shared: Arc<Shared>,
+    running: Option<Running>,
+}
+
+/// A cheap, cloneable handle to a [`Deployer`]: scan, status, readiness.
+#[derive(Clone)]
+pub struct DeployerHandle {
+    shared: Arc<Shared>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    host: WeakHost,
+    registry: Arc<Registry>,
+    dir: PathBuf,
+    env: Environment,
+    scan_interval: Duration,
+    debounce: Duration,
+    watch: bool,
+    /// Serialises scans.
+    state: Arc<tokio::sync::Mutex<ScanState>>,
+    /// A copy of the file statuses, readable while a scan runs.
+    statuses: parking_lot::RwLock<Vec<FileStatus>>,
+    rescan: Notify,
+    initial: watch::Sender<bool>,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+struct Metrics {
+    scans: Counter,
+    scan_errors: Counter,
+    scan_seconds: Histogram,
+    deployed: Counter,
+    redeployed: Counter,
+    undeployed: Counter,
+    rolled_back: Counter,
+    failures: Counter,
+}
+
+impl Metrics {
+    fn new(observer: &dyn isopace_observe::Observer) -> Metrics {
+        Metrics {
+            scans: observer.counter("isopace_deployer_scans_total"),
+            scan_errors: observer.counter("isopace_deployer_scan_errors_total"),
+            scan_seconds: observer.histogram("isopace_deployer_scan_duration_seconds"),
+            deployed: observer.counter("isopace_deployer_deploys_total"),
+            redeployed: observer.counter("isopace_deployer_redeploys_total"),
+            undeployed: observer.counter("isopace_deployer_undeploys_total"),
+            rolled_back: observer.counter("isopace_deployer_rollbacks_total"),
+            failures: observer.counter("isopace_deployer_failures_total"),
+        }
+    }
+}
+
+impl Deployer {
+    /// A builder for a deployer of the descriptors in `dir` onto `host`, built by
+    /// `registry`'s factories. The deployer keeps only a weak reference to the host.
+    pub fn builder(
+        host: &Host,
+        registry: Arc<Registry>,
+        dir: impl Into<PathBuf>,
+    ) -> DeployerBuilder {
+        DeployerBuilder {
+            host: host.downgrade(),
+            registry,
+            dir: dir.into(),
+            scan_interval: DEFAULT_SCAN_INTERVAL,
+            debounce: DEFAULT_DEBOUNCE,
+            watch: true,
+            env: Arc::new(|name: &str| std::env::var(name).ok()),
+        }
+    }
+
+    /// A handle that scans and reports status while the host owns the deployer.
+    pub fn handle(&self) -> DeployerHandle {
+        DeployerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Reconciles the directory with the host once; see [`DeployerHandle::scan`].
+    pub async fn scan(&self) -> Result<ScanReport, Error> {
+        self.shared.scan().await
+    }
+
+    /// The status of every descriptor file, as of the last scan; see
+    /// [`DeployerHandle::status`].
+    pub fn status(&self) -> Vec<FileStatus> {
+        self.shared.statuses.read().clone()
+    }
+}
+
+impl DeployerHandle {
+    /// Reconciles the directory with the host once and reports what changed.
+    ///
+    /// Files are applied in lexical order of their names; hidden files and subdirectories
+    /// are skipped and symlinks followed. A missing or unreadable directory is an error that
+    /// undeploys nothing. A failing file is reported in the first scan that sees its content
+    /// and not again until it changes.
+    pub async fn scan(&self) -> Result<ScanReport, Error> {
+        self.shared.scan().await
+    }
+
+    /// The status of every descriptor file, as of the last scan, in file order.
+    pub fn status(&self) -> Vec<FileStatus> {
+        self.shared.statuses.read().clone()
+    }
+
+    /// Asks the running loop to rescan now (as on SIGHUP).
+    pub fn trigger(&self) {
+        self.shared.rescan.notify_one();
+    }
+
+    /// Whether the first scan after start has finished.
+    pub fn initial_scan_done(&self) -> bool {
+        *self.shared.initial.borrow()
+    }
+
+    /// Waits until the first scan after start has finished.
+    pub async fn wait_initial_scan(&self) {
+        let mut rx = self.shared.initial.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// The descriptor directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+impl Shared {
+    async fn scan(&self) -> Result<ScanReport, Error> {
+        let host = self.host.upgrade().ok_or(Error::HostGone)?;
+        let began = Instant::now();
+        let result = ScanState::scan(
+            Arc::clone(&self.state),
+            &host,
+            &self.registry,
+            &self.dir,
+            &self.env,
+        )
+        .await
+        .map(|(report, statuses)| {
+            if let Some(statuses) = statuses {
+                *self.statuses.write() = statuses;
+            }
+            report
+        });
+        self.metrics.scans.add(1, &[]);
+        self.metrics
+            .scan_seconds
+            .observe(began.elapsed().as_secs_f64(), &[]);
+        match &result {
+            Ok(report) => self.record(report),
+            Err(e) => {
+                self.metrics.scan_errors.add(1, &[]);
+                tracing::error!(dir = %self.dir.display(), error = %isopace_host::error_chain(e), "scan failed");
+            }
+        }
+        result
+    }
+
+    fn record(&self, report: &ScanReport) {
+        let m = &self.metrics;
+        for (names, counter, what) in [
+            (&report.deployed, &m.deployed, "deployed"),
+            (&report.redeployed, &m.redeployed, "redeployed"),
+            (&report.undeployed, &m.undeployed, "undeployed"),
+            (&report.rolled_back, &m.rolled_back, "rolled back"),
+        ] {
+            for name in names {
+                counter.add(1, &[attr("component", name.as_str())]);
+                tracing::info!(component = name.as_str(), "{what}");
+            }
+        }
+        for failure in &report.failures {
+            m.failures
+                .add(1, &[attr("file", failure.file().display().to_string())]);
+        }
+    }
+
+    /// The loop: scan at once, then on file events (debounced), on a trigger, and on the
+    /// interval, until told to stop.
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let (events, mut event_rx) = mpsc::channel::<()>(1);
+        let mut watcher = self
+            .watch
+            .then(|| DirWatcher::new(&self.dir, events.clone()));
+        // Ready means "the first scan ran", even when it failed: the failure is logged and
+        // reported, and the next scan retries.
+        self.scan_logged().await;
+        self.initial.send_replace(true);
+        let mut interval = tokio::time::interval(self.scan_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.reset();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = interval.tick() => {
+                    if let Some(w) = &mut watcher {
+                        w.refresh(&self.dir, &events);
+                    }
+                }
+                _ = self.rescan.notified() => {}
+                Some(()) = event_rx.recv() => {
+                    // Let a burst of events settle, then take whatever else arrived.
+                    tokio::time::sleep(self.debounce).await;
+                    while event_rx.try_recv().is_ok() {}
+                }
+            }
+            self.scan_logged().await;
+        }
+        drop(watcher);
+    }
+
+    /// Scans; a failure is logged by `scan` and retried by the next one.
+    async fn scan_logged(&self) {
+        let _ = self.scan().await;
+    }
+}
+
+/// A file-event watcher on the descriptor directory, re-created when the directory itself
+/// is replaced (deleted and made again), which an inotify watch does not survive.
+struct DirWatcher {
+    inner: Option<(notify::RecommendedWatcher, Option<(u64, u64)>)>,
+}
+
+impl DirWatcher {
+    fn new(dir: &Path, events: mpsc::Sender<()>) -> Self {
+        let mut w = DirWatcher { inner: None };
+        w.refresh(dir, &events);
+        w
+    }
+
+    /// (Re)creates the watch when there is none or the directory is a new one.
+    fn refresh(&mut self, dir: &Path, events: &mpsc::Sender<()>) {
+        let identity = dir_identity(dir);
+        if let Some((_, watched)) = &self.inner
+            && *watched == identity
+        {
+            return;
+        }
+        self.inner = None;
+        if identity.is_none() {
+            return;
+        }
+        use notify::Watcher as _;
+        let tx = events.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let relevant = match &event {
+                Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
+                // An error (such as an event-queue overflow) means events were lost.
+                Err(_) => true,
+            };
+            if relevant {
+                // A full channel already holds a pending rescan, which will see this change.
+                let _ = tx.try_send(());
+            }
+        });
+        match watcher.and_then(|mut w| {
+            w.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            Ok(w)
+        }) {
+            Ok(w) => self.inner = Some((w, identity)),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "cannot watch the descriptor directory; polling on the scan interval instead"
+            ),
+        }
+    }
+}
+
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(dir).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some((0, 0))
+    }
+}
+
+#[async_trait]
+impl Component for Deployer {
+    fn name(&self) -> &str {
+        "deployer"
+    }
+
+    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
+        if self.running.is_some() {
+            return Err(Box::new(Error::AlreadyStarted));
+        }
+        self.shared.initial.send_replace(false);
+        let (stop, stop_rx) = watch::channel(false);
+        // The first scan happens on the loop, after this start returns: scanning here would
+        // re-enter the host, which is still starting this component.
+        let task = tokio::spawn(Arc::clone(&self.shared).run(stop_rx));
+        self.running = Some(Running { stop, task });
+        Ok(())
+    }
+
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        if let Some(Running { stop, task }) = self.running.take() {
+            let _ = stop.send(true);
+            // The loop may be mid-scan, waiting for the host's lifecycle lock that this very
+            // stop holds; abort rather than wait for it.
+            task.abort();
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deployer")
+            .field("dir", &self.shared.dir)
+            .field("running", &self.running.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Debug for DeployerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeployerHandle")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DeployerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeployerBuilder")
+            .field("dir", &self.dir)
+            .field("scan_interval", &self.scan_interval)
+            .field("debounce", &self.debounce)
+            .field("watch", &self.watch)
+            .finish()
+    }
+}

@@ -1,0 +1,18 @@
+//! isopace deployment: a directory of JSON descriptor files becomes running components,
+//! hot-(re)deployed as the files change.
+#![doc = include_str!("../README.md")]
+
+mod deployer;
+mod descriptor;
+mod error;
+mod registry;
+mod scan;
+mod subst;
+
+pub use deployer::{
+    DEFAULT_DEBOUNCE, DEFAULT_SCAN_INTERVAL, Deployer, DeployerBuilder, DeployerHandle,
+};
+pub use descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
+pub use error::{DescriptorError, Error, ErrorKind, Position};
+pub use registry::{Registry, TypeInfo};
+pub use scan::{FileState, FileStatus, ScanReport, validate_dir};

@@ -1,0 +1,588 @@
+//! One reconciliation of the descriptor directory with the host, and what it remembers
+//! between scans so unchanged files cost a `stat` and failing files are reported once.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use isopace_host::{Host, error_chain as error_chain_of};
+
+use crate::{
+    Descriptor, Registry,
+    descriptor::read_limited,
+    error::{DescriptorError, Error, ErrorKind},
+    subst::Lookup,
+};
+
+/// Files modified this close to when they were last read are re-read even when their
+/// metadata is unchanged: timestamps are coarse, so two writes within one tick can leave
+/// size and mtime equal.
+const RACY_WINDOW: Duration = Duration::from_secs(1);
+
+/// What one scan did.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ScanReport {
+    /// Components deployed for the first time.
+    pub deployed: Vec<String>,
+    /// Components replaced by a new version of their descriptor.
+    pub redeployed: Vec<String>,
+    /// Components undeployed (file removed or disabled, name changed or taken by an
+    /// earlier file).
+    pub undeployed: Vec<String>,
+    /// Components whose descriptor did not change.
+    pub unchanged: Vec<String>,
+    /// Components whose new version failed to start and whose previous version was
+    /// started again.
+    pub rolled_back: Vec<String>,
+    /// Problems found in this scan, each reported once per file content.
+    pub failures: Vec<DescriptorError>,
+}
+
+impl ScanReport {
+    /// Whether the scan changed nothing and found no new problem.
+    pub fn is_quiet(&self) -> bool {
+        self.deployed.is_empty()
+            && self.redeployed.is_empty()
+            && self.undeployed.is_empty()
+            && self.rolled_back.is_empty()
+            && self.failures.is_empty()
+    }
+}
+
+/// The state of one descriptor file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// Its component runs.
+    Deployed,
+    /// It says `"enabled": false`.
+    Disabled,
+    /// It could not be applied; see the error. A previous version may still run.
+    Failed,
+}
+
+impl FileState {
+    /// The state as a lowercase word, for JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Deployed => "deployed",
+            FileState::Disabled => "disabled",
+            FileState::Failed => "failed",
+        }
+    }
+}
+
+/// The status of one descriptor file, as of the last scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStatus {
+    /// The file.
+    pub file: PathBuf,
+    /// The component name it declares (or, when it no longer parses, the one still running).
+    pub name: Option<String>,
+    /// The component type it declares.
+    pub type_name: Option<String>,
+    /// Its state.
+    pub state: FileState,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When its state last changed.
+    pub applied_at: SystemTime,
+}
+
+/// What the deployer remembers of one file.
+struct Record {
+    path: PathBuf,
+    /// The scan generation that last listed this file.
+    seen: u64,
+    meta: Option<Meta>,
+    read_at: SystemTime,
+    content: Option<Vec<u8>>,
+    parsed: Result<Descriptor, DescriptorError>,
+    /// The descriptor this file has running on the host.
+    running: Option<Descriptor>,
+    /// The last descriptor that failed to build or start, so it is not retried.
+    failed: Option<(Descriptor, DescriptorError)>,
+    status: Option<FileStatus>,
+}
+
+/// The metadata that tells a file changed without reading it. The inode changes when a
+/// ConfigMap swaps its `..data` symlink or an editor saves through a rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: (u64, u64),
+}
+
+impl Meta {
+    fn of(m: &fs::Metadata) -> Meta {
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        };
+        #[cfg(not(unix))]
+        let inode = (0, 0);
+        Meta {
+            len: m.len(),
+            modified: m.modified().ok(),
+            inode,
+        }
+    }
+}
+
+/// Everything a scan remembers between runs.
+#[derive(Default)]
+pub(crate) struct ScanState {
+    /// One record per listed file, keyed (and so ordered) by file name.
+    records: BTreeMap<String, Record>,
+    /// Counts scans, to tell which records the last listing saw.
+    generation: u64,
+    /// Whether a file status changed since the statuses were last published.
+    dirty: bool,
+}
+
+/// Lists `*.json` files, calling `each` with the file name, its path and its metadata:
+/// hidden names skipped, symlinks followed, directories skipped. The order is the
+/// directory's; callers that need lexical order sort or key by name.
+fn list(
+    dir: &Path,
+    mut each: impl FnMut(String, PathBuf, io::Result<fs::Metadata>),
+) -> Result<(), Error> {
+    let directory = |source| Error::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(directory)? {
+        let entry = entry.map_err(directory)?;
+        let Ok(file_name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if file_name.starts_with('.') || !file_name.ends_with(".json") {
+            continue;
+        }
+        let path = entry.path();
+        // A symlink is followed; a dangling link or a loop is that file's error.
+        let meta = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => entry.metadata(),
+            _ => fs::metadata(&path),
+        };
+        if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        each(file_name, path, meta);
+    }
+    Ok(())
+}
+
+/// Where `${VAR}` values come from.
+pub(crate) type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Brings every listed file's record up to date — metadata first, content only where it
+/// changed — and returns the records of files that are gone. Blocking file I/O; run it off
+/// the async threads.
+fn refresh(state: &mut ScanState, dir: &Path, env: &dyn Lookup) -> Result<Vec<Record>, Error> {
+    state.generation += 1;
+    let generation = state.generation;
+    list(dir, |file_name, path, meta| {
+        let record = state.records.entry(file_name).or_insert_with(|| Record {
+            path: path.clone(),
+            seen: generation,
+            meta: None,
+            read_at: SystemTime::UNIX_EPOCH,
+            content: None,
+            parsed: Err(DescriptorError::new(&path, ErrorKind::Io)),
+            running: None,
+            failed: None,
+            status: None,
+        });
+        record.seen = generation;
+        match meta {
+            Err(e) => {
+                record.meta = None;
+                record.content = None;
+                record.parsed =
+                    Err(DescriptorError::new(&path, ErrorKind::Io)
+                        .message(format!("cannot read: {e}")));
+            }
+            Ok(m) => {
+                let meta = Meta::of(&m);
+                let racy = meta
+                    .modified
+                    .is_none_or(|t| t + RACY_WINDOW >= record.read_at);
+                if record.meta != Some(meta) || racy {
+                    let read_at = SystemTime::now();
+                    match read_limited(&path) {
+                        Err(e) => {
+                            record.content = None;
+                            record.parsed = Err(e);
+                        }
+                        Ok(bytes) => {
+                            if record.content.as_deref() != Some(&bytes[..]) {
+                                record.parsed = Descriptor::parse(&path, &bytes, env);
+                                record.content = Some(bytes);
+                            }
+                        }
+                    }
+                    record.meta = Some(meta);
+                    record.read_at = read_at;
+                }
+            }
+        }
+    })?;
+    let gone: Vec<String> = state
+        .records
+        .iter()
+        .filter(|(_, r)| r.seen != generation)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let removed: Vec<Record> = gone
+        .iter()
+        .filter_map(|name| state.records.remove(name))
+        .collect();
+    if !removed.is_empty() {
+        state.dirty = true;
+    }
+    Ok(removed)
+}
+
+/// What a file should have running, decided before anything is applied.
+enum Want {
+    /// Nothing (disabled, or broken with nothing running).
+    Nothing,
+    /// Its freshly parsed descriptor.
+    Parsed,
+    /// The version already running: the file no longer parses, and the running version is
+    /// kept.
+    Running,
+    /// Its name is declared by an earlier file.
+    Duplicate(DescriptorError),
+}
+
+impl Record {
+    fn wanted(&self, want: &Want) -> Option<&Descriptor> {
+        match want {
+            Want::Parsed => self.parsed.as_ref().ok(),
+            Want::Running => self.running.as_ref(),
+            Want::Nothing | Want::Duplicate(_) => None,
+        }
+    }
+}
+
+fn duplicate(file: &Path, name: &str, first: &Path) -> DescriptorError {
+    DescriptorError::new(
+        file,
+        ErrorKind::DuplicateName {
+            first: first.to_path_buf(),
+        },
+    )
+    .field("name")
+    .message(format!(
+        "component name `{name}` is already declared by {}, which comes first and wins",
+        first.display()
+    ))
+}
+
+impl ScanState {
+    /// Reconciles the directory with the host once. On a directory error nothing changes.
+    /// Returns the report and, when any changed, the new file statuses.
+    ///
+    /// The state stays behind its lock throughout, and the file I/O runs on a blocking
+    /// thread, so a scan abandoned at any await (the deployer stopping) loses nothing.
+    pub(crate) async fn scan(
+        state: Arc<tokio::sync::Mutex<ScanState>>,
+        host: &Host,
+        registry: &Registry,
+        dir: &Path,
+        env: &Environment,
+    ) -> Result<(ScanReport, Option<Vec<FileStatus>>), Error> {
+        let guard = state.lock_owned().await;
+        let (dir, env) = (dir.to_path_buf(), Arc::clone(env));
+        let (mut guard, listing) = tokio::task::spawn_blocking(move || {
+            let mut guard = guard;
+            let listing = refresh(&mut guard, &dir, &&*env);
+            (guard, listing)
+        })
+        .await
+        .expect("reading descriptor files does not panic");
+        let removed = listing?;
+        let report = guard.reconcile(host, registry, removed).await;
+        let statuses = std::mem::take(&mut guard.dirty).then(|| guard.statuses());
+        Ok((report, statuses))
+    }
+
+    async fn reconcile(
+        &mut self,
+        host: &Host,
+        registry: &Registry,
+        removed: Vec<Record>,
+    ) -> ScanReport {
+        let mut report = ScanReport::default();
+
+        // Which descriptor each file should have running: the first file in lexical order
+        // to declare a name wins it.
+        let wants: Vec<Want> = {
+            let mut claims: HashMap<&str, &Path> = HashMap::with_capacity(self.records.len());
+            self.records
+                .values()
+                .map(|record| {
+                    let want = match (&record.parsed, &record.running) {
+                        (Ok(d), _) if d.enabled => Want::Parsed,
+                        (Ok(_), _) | (Err(_), None) => Want::Nothing,
+                        (Err(_), Some(_)) => Want::Running,
+                    };
+                    let Some(d) = record.wanted(&want) else {
+                        return want;
+                    };
+                    match claims.get(d.name.as_str()) {
+                        Some(first) => Want::Duplicate(duplicate(&record.path, &d.name, first)),
+                        None => {
+                            claims.insert(&d.name, &record.path);
+                            want
+                        }
+                    }
+                })
+                .collect()
+        };
+
+        // Undeploy first, in reverse file order: removed files, then files whose component
+        // is disabled, renamed or lost to an earlier file.
+        for record in removed.iter().rev() {
+            if let Some(running) = &record.running {
+                undeploy(host, running, &mut report).await;
+            }
+        }
+        for (record, want) in self.records.values_mut().rev().zip(wants.iter().rev()) {
+            let keep = match (&record.running, record.wanted(want)) {
+                (Some(running), Some(wanted)) => running.name == wanted.name,
+                _ => false,
+            };
+            if !keep && let Some(running) = record.running.take() {
+                undeploy(host, &running, &mut report).await;
+            }
+        }
+
+        // Then deploy and redeploy in file order.
+        for (record, want) in self.records.values_mut().zip(wants) {
+            let problem = match want {
+                Want::Duplicate(e) => Some(e),
+                Want::Nothing => None,
+                Want::Running => {
+                    let running = record.running.as_ref().expect("wanted because it runs");
+                    report.unchanged.push(running.name.clone());
+                    None
+                }
+                Want::Parsed => match (&record.running, &record.parsed) {
+                    // The common case, kept out of the async path.
+                    (Some(running), Ok(want)) if running.same_as(want) => {
+                        report.unchanged.push(want.name.clone());
+                        None
+                    }
+                    _ => apply(host, registry, record, &mut report).await,
+                },
+            };
+            let problem = problem.or_else(|| record.parsed.as_ref().err().cloned());
+            self.dirty |= update_status(record, problem, &mut report);
+        }
+        report
+    }
+
+    fn statuses(&self) -> Vec<FileStatus> {
+        self.records
+            .values()
+            .filter_map(|r| r.status.clone())
+            .collect()
+    }
+}
+
+/// Brings one file's component to its parsed descriptor; returns the problem to report,
+/// if any.
+async fn apply(
+    host: &Host,
+    registry: &Registry,
+    record: &mut Record,
+    report: &mut ScanReport,
+) -> Option<DescriptorError> {
+    let want = record.parsed.as_ref().expect("wanted because it parsed");
+    if let Some(running) = &record.running
+        && running.same_as(want)
+    {
+        report.unchanged.push(want.name.clone());
+        return None;
+    }
+    // A version that already failed is not retried until the file changes.
+    if let Some((failed, error)) = &record.failed
+        && failed.same_as(want)
+    {
+        return Some(error.clone());
+    }
+    let want = want.clone();
+    let component = match registry.build(&want, host.env()) {
+        Ok(component) => component,
+        Err(error) => {
+            // The previous version, if any, keeps running.
+            record.failed = Some((want, error.clone()));
+            return Some(error);
+        }
+    };
+    let previous = record.running.take();
+    if let Some(previous) = &previous
+        && let Err(e) = host.undeploy(&previous.name).await
+    {
+        tracing::warn!(component = previous.name, error = %error_chain_of(&e), "stopping the previous version failed");
+    }
+    match host.deploy_boxed(component).await {
+        Ok(()) => {
+            if previous.is_some() {
+                report.redeployed.push(want.name.clone());
+            } else {
+                report.deployed.push(want.name.clone());
+            }
+            record.running = Some(want);
+            record.failed = None;
+            None
+        }
+        Err(e) => {
+            let started = error_chain_of(&e);
+            let mut detail = started.clone();
+            if let Some(previous) = previous {
+                match rollback(host, registry, &previous).await {
+                    Ok(()) => {
+                        report.rolled_back.push(previous.name.clone());
+                        record.running = Some(previous);
+                        detail = format!("{started}; rolled back to the previous version");
+                    }
+                    Err(rollback_error) => {
+                        report.undeployed.push(previous.name.clone());
+                        detail = format!(
+                            "{started}; rolling back to the previous version failed too: {}",
+                            rollback_error.detail()
+                        );
+                    }
+                }
+            }
+            let error = DescriptorError::new(&want.file, ErrorKind::Start).message(detail);
+            record.failed = Some((want, error.clone()));
+            Some(error)
+        }
+    }
+}
+
+async fn rollback(
+    host: &Host,
+    registry: &Registry,
+    previous: &Descriptor,
+) -> Result<(), DescriptorError> {
+    let component = registry.build(previous, host.env())?;
+    host.deploy_boxed(component).await.map_err(|e| {
+        DescriptorError::new(&previous.file, ErrorKind::Start).message(error_chain_of(&e))
+    })
+}
+
+async fn undeploy(host: &Host, running: &Descriptor, report: &mut ScanReport) {
+    match host.undeploy(&running.name).await {
+        Ok(()) => {}
+        Err(isopace_host::Error::NotFound(_)) => {}
+        Err(e) => {
+            tracing::warn!(component = running.name, error = %error_chain_of(&e), "undeploy failed; the component was removed anyway");
+        }
+    }
+    report.undeployed.push(running.name.clone());
+}
+
+/// Records the file's new status and reports a problem the first time it is seen; returns
+/// whether the status changed.
+fn update_status(
+    record: &mut Record,
+    problem: Option<DescriptorError>,
+    report: &mut ScanReport,
+) -> bool {
+    let parsed = record.parsed.as_ref().ok();
+    let (state, error) = match &problem {
+        Some(e) => (FileState::Failed, Some(e.to_string())),
+        None if parsed.is_some_and(|d| !d.enabled) => (FileState::Disabled, None),
+        None => (FileState::Deployed, None),
+    };
+    let described = parsed.or(record.running.as_ref());
+    let name = described.map(|d| d.name.as_str());
+    let changed = record
+        .status
+        .as_ref()
+        .is_none_or(|s| s.state != state || s.error != error || s.name.as_deref() != name);
+    if changed {
+        let name = name.map(str::to_owned);
+        let type_name = described.map(|d| d.type_name.clone());
+        if let Some(problem) = problem {
+            tracing::error!(file = %record.path.display(), error = %problem, "descriptor failed");
+            report.failures.push(problem);
+        }
+        record.status = Some(FileStatus {
+            file: record.path.clone(),
+            name,
+            type_name,
+            state,
+            error,
+            applied_at: SystemTime::now(),
+        });
+    }
+    changed
+}
+
+/// Checks a directory the way a scan would, building and starting nothing: every problem
+/// `run` would hit, in file order.
+pub fn validate_dir(
+    dir: &Path,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<DescriptorError>, Error> {
+    let mut listed = BTreeMap::new();
+    list(dir, |file_name, path, meta| {
+        listed.insert(file_name, (path, meta));
+    })?;
+    let mut problems = Vec::new();
+    let mut claims: HashMap<String, PathBuf> = HashMap::new();
+    for (path, meta) in listed.into_values() {
+        let parsed = match meta {
+            Err(e) => {
+                Err(DescriptorError::new(&path, ErrorKind::Io).message(format!("cannot read: {e}")))
+            }
+            Ok(_) => read_limited(&path).and_then(|bytes| Descriptor::parse(&path, &bytes, &env)),
+        };
+        let descriptor = match parsed {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        if !descriptor.enabled {
+            continue;
+        }
+        if let Some(first) = claims.get(&descriptor.name) {
+            problems.push(
+                DescriptorError::new(
+                    &path,
+                    ErrorKind::DuplicateName {
+                        first: first.clone(),
+                    },
+                )
+                .field("name")
+                .message(format!(
+                    "component name `{}` is already declared by {}, which comes first and wins",
+                    descriptor.name,
+                    first.display()
+                )),
+            );
+            continue;
+        }
+        claims.insert(descriptor.name.clone(), path.clone());
+        if let Err(e) = registry.check(&descriptor) {
+            problems.push(e);
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,517 @@
+//! The deployer against a real directory: reconcile rules, failures, ordering, ConfigMap
+//! swaps and file events.
+
+use std::{fs, path::Path, sync::Arc, time::Duration};
+
+use isopace_deploy::{Deployer, ErrorKind, FileState, Registry, ScanReport};
+use isopace_host::{BoxError, Component, Env, Host, State, async_trait};
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeConfig {
+    #[serde(default)]
+    fail_build: bool,
+    #[serde(default)]
+    fail_start: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tag: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    port: Option<u16>,
+}
+
+struct Probe {
+    name: String,
+    log: Log,
+    fail_start: bool,
+}
+
+#[async_trait]
+impl Component for Probe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
+        self.log.lock().push(format!("{}:start", self.name));
+        if self.fail_start {
+            return Err("refused to start".into());
+        }
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        self.log.lock().push(format!("{}:stop", self.name));
+        Ok(())
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    host: Host,
+    log: Log,
+    deployer: Deployer,
+}
+
+fn registry(log: &Log) -> Arc<Registry> {
+    let mut registry = Registry::new();
+    let log = Arc::clone(log);
+    registry
+        .register_typed(
+            "probe",
+            "a component that records its lifecycle",
+            serde_json::json!({ "tag": "v1" }),
+            move |name: &str, config: ProbeConfig, _env: &Env| {
+                if config.fail_build {
+                    return Err("asked to fail".into());
+                }
+                Ok(Probe {
+                    name: name.to_owned(),
+                    log: Arc::clone(&log),
+                    fail_start: config.fail_start,
+                })
+            },
+        )
+        .unwrap();
+    Arc::new(registry)
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        Fixture::in_dir(dir, dir_path_of).await
+    }
+
+    async fn in_dir(
+        dir: tempfile::TempDir,
+        deploy_dir: fn(&Path) -> std::path::PathBuf,
+    ) -> Fixture {
+        let log: Log = Arc::default();
+        let host = Host::builder().build();
+        host.start().await.unwrap();
+        let deployer = Deployer::builder(&host, registry(&log), deploy_dir(dir.path()))
+            .environment([("UPSTREAM_TAG", "from-env")])
+            .build();
+        Fixture {
+            dir,
+            host,
+            log,
+            deployer,
+        }
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        write_atomically(&self.dir.path().join(file), text);
+    }
+
+    fn remove(&self, file: &str) {
+        fs::remove_file(self.dir.path().join(file)).unwrap();
+    }
+
+    async fn scan(&self) -> ScanReport {
+        self.deployer.scan().await.unwrap()
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock())
+    }
+}
+
+fn dir_path_of(p: &Path) -> std::path::PathBuf {
+    p.to_path_buf()
+}
+
+/// Writes through a temporary file and a rename, as editors and `kubectl cp` do; the new
+/// inode makes the change visible to metadata checks at once.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+fn probe(name: &str, config: &str) -> String {
+    format!(r#"{{"name": "{name}", "type": "probe", "config": {config}}}"#)
+}
+
+#[tokio::test]
+async fn the_reference_reconcile_scenario() {
+    let f = Fixture::new().await;
+    f.write("alpha.json", &probe("alpha", r#"{"tag": "v1"}"#));
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["alpha"]);
+    assert_eq!(f.events(), ["alpha:start"]);
+
+    // A rescan with no change does nothing.
+    let report = f.scan().await;
+    assert!(report.is_quiet(), "{report:?}");
+    assert_eq!(report.unchanged, ["alpha"]);
+    assert!(f.events().is_empty());
+
+    // A change redeploys: the new version is built, the old stopped, the new started.
+    f.write("alpha.json", &probe("alpha", r#"{"tag": "v2"}"#));
+    let report = f.scan().await;
+    assert_eq!(report.redeployed, ["alpha"]);
+    assert_eq!(f.events(), ["alpha:stop", "alpha:start"]);
+
+    // Removal undeploys.
+    f.remove("alpha.json");
+    let report = f.scan().await;
+    assert_eq!(report.undeployed, ["alpha"]);
+    assert_eq!(f.events(), ["alpha:stop"]);
+    assert!(f.host.components().is_empty());
+    assert!(f.deployer.status().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_rebuild_keeps_the_old_component_running() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", "{}"));
+    f.scan().await;
+    f.events();
+    f.write("a.json", &probe("a", r#"{"fail_build": true}"#));
+    let report = f.scan().await;
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].kind(), &ErrorKind::Build);
+    assert!(report.failures[0].to_string().contains("asked to fail"));
+    assert!(f.events().is_empty(), "no stop, no start");
+    assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
+    let status = &f.deployer.status()[0];
+    assert_eq!(status.state, FileState::Failed);
+    // Reported once per content: the next scan neither retries nor reports it.
+    let report = f.scan().await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(f.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_disabled_descriptor_and_an_unknown_type_start_nothing() {
+    let f = Fixture::new().await;
+    f.write(
+        "a.json",
+        r#"{"name": "a", "type": "probe", "enabled": false}"#,
+    );
+    f.write("b.json", "{\"name\": \"b\",\n \"type\": \"nope\"}");
+    let report = f.scan().await;
+    assert!(report.deployed.is_empty());
+    assert!(f.events().is_empty());
+    assert_eq!(report.failures.len(), 1);
+    let err = &report.failures[0];
+    assert_eq!(err.kind(), &ErrorKind::UnknownType("nope".into()));
+    assert!(
+        err.to_string().contains(
+            "b.json:2:10: field `type`: unknown component type `nope` (registered: probe)"
+        ),
+        "{err}"
+    );
+    let status = f.deployer.status();
+    assert_eq!(status[0].state, FileState::Disabled);
+    assert_eq!(status[1].state, FileState::Failed);
+
+    // Disabling a running component undeploys it.
+    f.write("a.json", &probe("a", "{}"));
+    f.scan().await;
+    f.write(
+        "a.json",
+        r#"{"name": "a", "type": "probe", "enabled": false}"#,
+    );
+    let report = f.scan().await;
+    assert_eq!(report.undeployed, ["a"]);
+    assert_eq!(f.events(), ["a:start", "a:stop"]);
+}
+
+#[tokio::test]
+async fn a_new_version_that_fails_to_start_is_rolled_back() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", r#"{"tag": "good"}"#));
+    f.scan().await;
+    f.events();
+    f.write("a.json", &probe("a", r#"{"fail_start": true}"#));
+    let report = f.scan().await;
+    assert_eq!(report.rolled_back, ["a"]);
+    assert_eq!(report.failures.len(), 1);
+    let text = report.failures[0].to_string();
+    assert!(text.contains("refused to start"), "{text}");
+    assert!(
+        text.contains("rolled back to the previous version"),
+        "{text}"
+    );
+    // Old stopped, new started and failed (and stopped), old started again.
+    assert_eq!(f.events(), ["a:stop", "a:start", "a:stop", "a:start"]);
+    assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
+    // Not retried until the file changes.
+    assert!(f.scan().await.failures.is_empty());
+    assert!(f.events().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_names_keep_the_first_file_in_order() {
+    let f = Fixture::new().await;
+    f.write("10_a.json", &probe("same", "{}"));
+    f.write("20_b.json", &probe("same", r#"{"tag": "other"}"#));
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["same"]);
+    assert_eq!(report.failures.len(), 1);
+    let err = &report.failures[0];
+    assert!(
+        matches!(err.kind(), ErrorKind::DuplicateName { first } if first.ends_with("10_a.json"))
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("20_b.json") && text.contains("10_a.json"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_name_undeploys_the_old_and_deploys_the_new() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("old", "{}"));
+    f.scan().await;
+    f.write("a.json", &probe("new", "{}"));
+    let report = f.scan().await;
+    assert_eq!(report.undeployed, ["old"]);
+    assert_eq!(report.deployed, ["new"]);
+    assert_eq!(f.events(), ["old:start", "old:stop", "new:start"]);
+    assert_eq!(f.host.components(), ["new"]);
+}
+
+#[tokio::test]
+async fn hidden_files_other_extensions_and_subdirectories_are_ignored() {
+    let f = Fixture::new().await;
+    f.write(".hidden.json", &probe("hidden", "{}"));
+    f.write("notes.txt", "not a descriptor");
+    fs::create_dir(f.dir.path().join("sub.json")).unwrap();
+    fs::write(f.dir.path().join("sub.json/x.json"), probe("nested", "{}")).unwrap();
+    f.write("a.json", &probe("a", "{}"));
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["a"]);
+    assert!(report.failures.is_empty());
+    assert_eq!(f.deployer.status().len(), 1);
+}
+
+#[tokio::test]
+async fn an_oversize_file_is_rejected() {
+    let f = Fixture::new().await;
+    let big = format!(
+        r#"{{"name": "big", "type": "probe", "config": {{"tag": "{}"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    f.write("big.json", &big);
+    let report = f.scan().await;
+    assert!(f.host.components().is_empty());
+    assert_eq!(report.failures[0].kind(), &ErrorKind::TooLarge);
+    assert!(
+        report.failures[0]
+            .to_string()
+            .contains("limited to 1048576 bytes")
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_file_keeps_the_old_component() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", r#"{"tag": "v1"}"#));
+    f.scan().await;
+    f.events();
+    let full = probe("a", r#"{"tag": "v2"}"#);
+    f.write("a.json", &full[..full.len() / 2]);
+    let report = f.scan().await;
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].kind(), &ErrorKind::Syntax);
+    assert!(
+        report.failures[0]
+            .to_string()
+            .starts_with(&format!("{}:1:", f.dir.path().join("a.json").display()))
+    );
+    assert!(f.events().is_empty());
+    assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
+    let status = &f.deployer.status()[0];
+    assert_eq!(
+        (status.state, status.name.as_deref()),
+        (FileState::Failed, Some("a"))
+    );
+    // Completing the write redeploys.
+    f.write("a.json", &full);
+    assert_eq!(f.scan().await.redeployed, ["a"]);
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_an_error_and_undeploys_nothing() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", "{}"));
+    f.scan().await;
+    let moved = f.dir.path().with_extension("moved");
+    fs::rename(f.dir.path(), &moved).unwrap();
+    let err = f.deployer.scan().await.unwrap_err();
+    assert!(
+        matches!(err, isopace_deploy::Error::Directory { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("nothing was deployed or undeployed")
+    );
+    assert_eq!(f.host.components(), ["a"]);
+    fs::rename(&moved, f.dir.path()).unwrap();
+    assert!(f.scan().await.is_quiet());
+}
+
+#[tokio::test]
+async fn variables_are_substituted_and_a_missing_one_is_named() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", r#"{"tag": "${UPSTREAM_TAG}"}"#));
+    f.write("b.json", &probe("b", r#"{"tag": "${MISSING_TAG}"}"#));
+    f.write(
+        "c.json",
+        &probe("c", r#"{"tag": "${MISSING_TAG:-fallback}"}"#),
+    );
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["a", "c"]);
+    assert_eq!(report.failures.len(), 1);
+    let err = &report.failures[0];
+    assert_eq!(err.kind(), &ErrorKind::UnsetVariable("MISSING_TAG".into()));
+    assert!(err.to_string().contains("b.json"), "{err}");
+}
+
+#[tokio::test]
+async fn typed_config_errors_name_line_column_and_field() {
+    let f = Fixture::new().await;
+    f.write(
+        "a.json",
+        "{\"name\": \"a\", \"type\": \"probe\",\n \"config\": {\"tga\": \"x\"}}",
+    );
+    f.write(
+        "b.json",
+        "{\"name\": \"b\", \"type\": \"probe\",\n \"config\": {\n  \"port\": \"http\"}}",
+    );
+    let report = f.scan().await;
+    let texts: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].contains("a.json:2:17: field `config.tga`: unknown field `tga`"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].contains("b.json:3:16: field `config.port`: invalid type: string \"http\""),
+        "{}",
+        texts[1]
+    );
+}
+
+#[tokio::test]
+async fn files_apply_in_lexical_order() {
+    let f = Fixture::new().await;
+    for (file, name) in [
+        ("20_switch.json", "switch"),
+        ("00_logger.json", "logger"),
+        ("10_link.json", "link"),
+    ] {
+        f.write(file, &probe(name, "{}"));
+    }
+    f.scan().await;
+    assert_eq!(f.events(), ["logger:start", "link:start", "switch:start"]);
+    assert_eq!(f.host.components(), ["logger", "link", "switch"]);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_configmap_style_swap_redeploys() {
+    use std::os::unix::fs::symlink;
+    let f = Fixture::new().await;
+    let root = f.dir.path();
+    fs::create_dir(root.join("..2026_01")).unwrap();
+    fs::write(
+        root.join("..2026_01/edge.json"),
+        probe("edge", r#"{"tag": "v1"}"#),
+    )
+    .unwrap();
+    symlink("..2026_01", root.join("..data")).unwrap();
+    symlink("..data/edge.json", root.join("edge.json")).unwrap();
+    assert_eq!(f.scan().await.deployed, ["edge"]);
+
+    // The kubelet writes a new version directory and swaps `..data` atomically.
+    fs::create_dir(root.join("..2026_02")).unwrap();
+    fs::write(
+        root.join("..2026_02/edge.json"),
+        probe("edge", r#"{"tag": "v2"}"#),
+    )
+    .unwrap();
+    symlink("..2026_02", root.join("..data_tmp")).unwrap();
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    fs::remove_dir_all(root.join("..2026_01")).unwrap();
+    let report = f.scan().await;
+    assert_eq!(report.redeployed, ["edge"]);
+    assert_eq!(f.events(), ["edge:start", "edge:stop", "edge:start"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_deployer_picks_up_an_atomic_rename_from_file_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Log = Arc::default();
+    let host = Host::builder().build();
+    // An interval far beyond the test: only file events can trigger the rescan.
+    let deployer = Deployer::builder(&host, registry(&log), dir.path())
+        .scan_interval(Duration::from_secs(3600))
+        .build();
+    let handle = deployer.handle();
+    host.register(deployer).unwrap();
+    host.start().await.unwrap();
+    handle.wait_initial_scan().await;
+    assert!(handle.initial_scan_done());
+
+    write_atomically(&dir.path().join("a.json"), &probe("a", "{}"));
+    let appeared = tokio::time::timeout(Duration::from_secs(1), async {
+        while host.status_of("a").map(|s| s.state) != Some(State::Running) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        appeared.is_ok(),
+        "the new descriptor was not deployed within 1 s"
+    );
+    assert_eq!(host.components(), ["deployer", "a"]);
+    host.stop().await.unwrap();
+    assert_eq!(log.lock().as_slice(), ["a:start", "a:stop"]);
+}
+
+#[tokio::test]
+async fn the_deployer_scans_after_start_returns_and_stops_its_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomically(&dir.path().join("a.json"), &probe("a", "{}"));
+    let log: Log = Arc::default();
+    let host = Host::builder().build();
+    let deployer = Deployer::builder(&host, registry(&log), dir.path())
+        .watch(false)
+        .scan_interval(Duration::from_millis(20))
+        .build();
+    let handle = deployer.handle();
+    host.register(deployer).unwrap();
+    // The first scan deploys through the host, which only works because it runs on the
+    // deployer's loop after the host has finished starting.
+    host.start().await.unwrap();
+    handle.wait_initial_scan().await;
+    assert_eq!(host.components(), ["deployer", "a"]);
+    // Polling picks up a new file.
+    write_atomically(&dir.path().join("b.json"), &probe("b", "{}"));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while host.status_of("b").is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("polling deployed b");
+    host.stop().await.unwrap();
+    assert_eq!(
+        log.lock().as_slice(),
+        ["a:start", "b:start", "b:stop", "a:stop"]
+    );
+    // The loop ended with the deployer's stop: a new file is not picked up.
+    write_atomically(&dir.path().join("c.json"), &probe("c", "{}"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(host.status_of("c").is_none());
+}
