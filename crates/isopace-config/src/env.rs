@@ -107,16 +107,16 @@ pub(crate) fn resolve(root: &Map<String, Value>, rest: &str) -> Result<Vec<Strin
         }
         return explicit(root, &groups);
     }
-    let segments: Vec<&str> = rest.split('_').collect();
-    if segments.iter().any(|s| s.is_empty()) {
+    let name = Segments::new(rest);
+    if name.ranges.iter().any(|(from, to)| from == to) {
         return Err(Skip::Malformed(
             "empty segment (leading, trailing or doubled-up underscores)",
         ));
     }
     let mut dead_ends = HashSet::new();
-    match greedy(root, &segments, 0, &mut dead_ends) {
+    match greedy(root, &name, 0, &mut dead_ends) {
         Some(keys) => Ok(keys),
-        None => Err(explain(root, &segments)),
+        None => Err(explain(root, &name)),
     }
 }
 
@@ -157,15 +157,47 @@ fn explicit(root: &Map<String, Value>, groups: &[&str]) -> Result<Vec<String>, S
     Ok(keys)
 }
 
+/// A variable name split at `_`, kept as byte ranges so a run of segments joined by `_` is a
+/// slice of the name rather than a new string.
+struct Segments<'a> {
+    text: &'a str,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl<'a> Segments<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut ranges = Vec::new();
+        let mut from = 0;
+        for (i, byte) in text.bytes().enumerate() {
+            if byte == b'_' {
+                ranges.push((from, i));
+                from = i + 1;
+            }
+        }
+        ranges.push((from, text.len()));
+        Segments { text, ranges }
+    }
+
+    fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Segments `start..end` joined by `_`.
+    fn run(&self, start: usize, end: usize) -> &'a str {
+        &self.text[self.ranges[start].0..self.ranges[end - 1].1]
+    }
+}
+
 /// Single underscores: at each level, the longest run of segments naming a declared key wins,
 /// backing off to shorter runs when the longer one leads through a scalar. Where no declared
 /// key matches, each remaining segment is a new, lower-cased level.
 ///
 /// `dead_ends` remembers (object, position) pairs known to fail, which keeps the search
-/// linear in practice and polynomial for adversarial trees.
+/// linear in practice and polynomial for adversarial trees; runs longer than the object's
+/// longest key are never tried, so a long name costs little.
 fn greedy(
     node: &Map<String, Value>,
-    segments: &[&str],
+    name: &Segments<'_>,
     start: usize,
     dead_ends: &mut HashSet<(usize, usize)>,
 ) -> Option<Vec<String>> {
@@ -173,17 +205,21 @@ fn greedy(
     if dead_ends.contains(&memo_key) {
         return None;
     }
+    let longest_key = node.keys().map(String::len).max().unwrap_or(0);
     let mut any_declared = false;
-    for end in (start + 1..=segments.len()).rev() {
-        let candidate = segments[start..end].join("_");
-        let Some((key, child)) = find_key(node, &candidate) else {
+    for end in (start + 1..=name.len()).rev() {
+        let candidate = name.run(start, end);
+        if candidate.len() > longest_key {
+            continue;
+        }
+        let Some((key, child)) = find_key(node, candidate) else {
             continue;
         };
         any_declared = true;
-        let last = end == segments.len();
+        let last = end == name.len();
         match child {
             Value::Object(m) if !last => {
-                if let Some(mut tail) = greedy(m, segments, end, dead_ends) {
+                if let Some(mut tail) = greedy(m, name, end, dead_ends) {
                     tail.insert(0, key.to_owned());
                     return Some(tail);
                 }
@@ -198,29 +234,28 @@ fn greedy(
         return None;
     }
     Some(
-        segments[start..]
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
+        (start..name.len())
+            .map(|i| name.run(i, i + 1).to_ascii_lowercase())
             .collect(),
     )
 }
 
 /// Why the greedy walk failed, following the longest declared match at each level.
-fn explain(root: &Map<String, Value>, segments: &[&str]) -> Skip {
+fn explain(root: &Map<String, Value>, name: &Segments<'_>) -> Skip {
     let mut node = root;
     let mut keys: Vec<String> = Vec::new();
     let mut start = 0;
-    while start < segments.len() {
-        let found = (start + 1..=segments.len()).rev().find_map(|end| {
-            find_key(node, &segments[start..end].join("_")).map(|(k, v)| (end, k, v))
-        });
+    while start < name.len() {
+        let found = (start + 1..=name.len())
+            .rev()
+            .find_map(|end| find_key(node, name.run(start, end)).map(|(k, v)| (end, k, v)));
         let Some((end, key, child)) = found else {
             break;
         };
         keys.push(key.to_owned());
         match child {
-            Value::Object(m) if end < segments.len() => node = m,
-            Value::Object(_) | Value::Array(_) if end == segments.len() => {
+            Value::Object(m) if end < name.len() => node = m,
+            Value::Object(_) | Value::Array(_) if end == name.len() => {
                 return Skip::ReplacesSection {
                     path: keys.join("."),
                 };
@@ -461,6 +496,15 @@ mod tests {
         let (tree, origins) = run(json!({}), &["ISO_A_B=2", "ISO_A=1"]);
         assert_eq!(tree, json!({"a": 1}));
         assert_eq!(origins["a"].var, "ISO_A");
+    }
+
+    #[test]
+    fn long_names_resolve_quickly() {
+        let root = obj(json!({"a": {"b": 1}}));
+        let rest = vec!["X"; 20_000].join("_");
+        let keys = resolve(&root, &rest).unwrap();
+        assert_eq!(keys.len(), 20_000);
+        assert!(keys.iter().all(|k| k == "x"));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   and nesting by default, which matters for files an operator may get wrong.
 //!
 //! Both are off by default; every format becomes the same tree, so nothing else changes.
+//! JSON has no NaN or infinity: the YAML reader rejects them as a parse error at their line,
+//! and TOML's `nan`/`inf` read as null, so getters fall back to their defaults.
 //!
 //! # Environment overrides
 //!

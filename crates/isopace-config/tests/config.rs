@@ -526,7 +526,7 @@ fn toml_files_load_into_the_same_tree() {
     let file = write(
         dir.path(),
         "app.toml",
-        "[link]\npool = 2\ntimeout = \"5s\"\n",
+        "[link]\npool = 2\ntimeout = \"5s\"\nidle = nan\nlinger = inf\n",
     );
     let config = Config::load(&file, env(&["ISO_LINK_POOL=3"])).unwrap();
     assert_eq!(config.int("link.pool", 0), 3);
@@ -534,6 +534,11 @@ fn toml_files_load_into_the_same_tree() {
         config.duration("link.timeout", Duration::ZERO),
         Duration::from_secs(5)
     );
+    // NaN and infinity have no JSON form: they read as absent, never as a panic.
+    let def = Duration::from_secs(9);
+    assert_eq!(config.duration("link.idle", def), def);
+    assert_eq!(config.duration("link.linger", def), def);
+    assert_eq!(config.int("link.linger", -1), -1);
 }
 
 #[cfg(feature = "yaml")]
@@ -547,6 +552,10 @@ fn yaml_files_load_into_the_same_tree() {
         config.duration("link.timeout", Duration::ZERO),
         Duration::from_secs(5)
     );
+    // JSON has no NaN: the YAML reader rejects it where it is written.
+    let file = write(dir.path(), "nan.yaml", "link:\n  idle: .nan\n");
+    let err = Config::load(&file, LoadOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::Parse { line: 2, .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
