@@ -249,11 +249,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-tidy-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.rs");
-        fs::write(&file, format!("fn f() {{\n    {}\"x\");\n}}\n", forbidden_markers()[1])).unwrap();
+        fs::write(
+            &file,
+            format!("fn f() {{\n    {}\"x\");\n}}\n", forbidden_markers()[1]),
+        )
+        .unwrap();
         let problems = forbidden_macro_problems(&dir, std::slice::from_ref(&file));
         let header = doc_header_problems(&dir, std::slice::from_ref(&file));
         fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(problems, vec!["bad.rs:2: `todo!(` is not allowed under crates/"]);
+        assert_eq!(
+            problems,
+            vec!["bad.rs:2: `todo!(` is not allowed under crates/"]
+        );
         assert_eq!(header.len(), 1);
     }
 }
