@@ -1,0 +1,5 @@
+//! Integration tests of the OpenTelemetry adapter against the SDK's in-memory exporters.
+
+mod metrics;
+mod spans;
+mod util;
