@@ -18,7 +18,8 @@ pub const SPAN_TARGET: &str = "isopace::span";
 /// and a stand-in until a metrics backend is wired in.
 ///
 /// - A span becomes a `tracing` span named `span` (level debug, target
-///   [`SPAN_TARGET`], fields `name` and `attrs`) with a debug event `span started` when it
+///   [`SPAN_TARGET`], fields `span.name` (not `name`, which JSON output uses for the span's
+///   own name) and `attrs`) with a debug event `span started` when it
 ///   starts and `span ended` (with `duration_ms`) when it ends. A span ended after
 ///   [`Span::set_error`] logs `span ended` at error level instead, with `error` (the error's
 ///   message) and, if it has sources, `error.sources` (the chain, outermost first, joined by
@@ -48,7 +49,7 @@ impl Observer for TracingObserver {
         let span = tracing::debug_span!(
             target: SPAN_TARGET,
             "span",
-            name = %name,
+            span.name = %name,
             attrs = %AttrsDisplay(&attrs),
         );
         tracing::debug!(

@@ -31,7 +31,7 @@ fn a_span_logs_its_start_and_end_at_debug_with_name_and_attributes() {
     assert!(ended[0].contains("attrs=mti=0200 approved=true"), "{text}");
     assert!(ended[0].contains("duration_ms="), "{text}");
     // The events are emitted inside the tracing span, whose fields show in the context.
-    assert!(ended[0].contains("span{name=authorize"), "{text}");
+    assert!(ended[0].contains("span{span.name=authorize"), "{text}");
 }
 
 #[derive(Debug)]
