@@ -1,0 +1,170 @@
+//! The command line, declared with clap's derive API.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The environment variables the command line reads its own flags from. They are kept out of
+/// the configuration overrides, which share the `ISOPACE_` prefix by default.
+pub(crate) const FLAG_VARIABLES: &[&str] = &[
+    "ISOPACE_DEPLOY",
+    "ISOPACE_CONFIG",
+    "ISOPACE_ENV_PREFIX",
+    "ISOPACE_LOG_LEVEL",
+    "ISOPACE_LOG_FORMAT",
+    "ISOPACE_SCAN_INTERVAL",
+    "ISOPACE_NO_WATCH",
+    "ISOPACE_SHUTDOWN_TIMEOUT",
+];
+
+/// Hosts long-running components deployed from a directory of JSON descriptors.
+#[derive(Debug, Parser)]
+#[command(name = "isopace", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the host: deploy the descriptor directory and keep it in sync until a signal.
+    ///
+    /// SIGINT or SIGTERM stops every component in reverse order within the shutdown timeout
+    /// (a second one exits at once); SIGHUP rescans the directory and reloads the config.
+    Run(RunArgs),
+    /// Check a descriptor directory for every problem `run` would hit, building nothing.
+    Validate(ValidateArgs),
+    /// List the component types this binary knows, with an example descriptor for each.
+    Types,
+    /// Show resolved configuration values and where each came from, secrets redacted.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The descriptor directory.
+    #[arg(long, env = "ISOPACE_DEPLOY", default_value = "deploy")]
+    pub(crate) deploy: PathBuf,
+    #[command(flatten)]
+    pub(crate) config: ConfigSource,
+    /// The log level: trace, debug, info, warn or error. Without it, the config's
+    /// `logging.level` applies, else info.
+    #[arg(long, env = "ISOPACE_LOG_LEVEL", value_parser = parse_level_arg)]
+    pub(crate) log_level: Option<tracing::Level>,
+    /// The log format.
+    #[arg(long, env = "ISOPACE_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub(crate) log_format: Format,
+    /// How often to rescan the descriptor directory (a safety net when file events work).
+    #[arg(long, env = "ISOPACE_SCAN_INTERVAL", default_value = "5s", value_parser = parse_duration_arg)]
+    pub(crate) scan_interval: Duration,
+    /// Do not watch for file events; only rescan on the interval.
+    #[arg(long, env = "ISOPACE_NO_WATCH")]
+    pub(crate) no_watch: bool,
+    /// How long a graceful shutdown may take before it is reported as failed.
+    #[arg(long, env = "ISOPACE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
+    pub(crate) shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigSource {
+    /// The configuration file (JSON).
+    #[arg(long, env = "ISOPACE_CONFIG", global = true)]
+    pub(crate) config: Option<PathBuf>,
+    /// The prefix of environment variables that override configuration values
+    /// (`ISOPACE_LINK__TIMEOUT=5s` sets `link.timeout`); empty disables overrides.
+    #[arg(
+        long,
+        env = "ISOPACE_ENV_PREFIX",
+        default_value = "ISOPACE",
+        global = true
+    )]
+    pub(crate) env_prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The descriptor directory.
+    #[arg(default_value = "deploy", env = "ISOPACE_DEPLOY")]
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    pub(crate) command: ConfigCommand,
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print one value (a dot path such as `link.timeout`) and its source.
+    Get {
+        /// The dot path.
+        path: String,
+    },
+    /// Print every value and its source.
+    Dump,
+}
+
+fn parse_level_arg(s: &str) -> Result<tracing::Level, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "trace" => Ok(tracing::Level::TRACE),
+        "debug" => Ok(tracing::Level::DEBUG),
+        "info" => Ok(tracing::Level::INFO),
+        "warn" | "warning" => Ok(tracing::Level::WARN),
+        "error" | "err" => Ok(tracing::Level::ERROR),
+        _ => Err(format!(
+            "`{s}` is not a log level (trace, debug, info, warn, error)"
+        )),
+    }
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    isopace_config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_match_the_documentation() {
+        let cli = Cli::try_parse_from(["isopace", "run"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("parsed {cli:?}");
+        };
+        assert_eq!(run.deploy, PathBuf::from("deploy"));
+        assert_eq!(run.config.env_prefix, "ISOPACE");
+        assert_eq!(run.scan_interval, Duration::from_secs(5));
+        assert_eq!(run.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(run.log_format, Format::Text);
+        assert!(!run.no_watch && run.log_level.is_none() && run.config.config.is_none());
+    }
+
+    #[test]
+    fn bad_levels_and_durations_are_usage_errors() {
+        let err = Cli::try_parse_from(["isopace", "run", "--log-level", "loud"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("`loud` is not a log level"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["isopace", "run", "--scan-interval", "soon"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

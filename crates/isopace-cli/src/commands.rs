@@ -1,0 +1,132 @@
+//! The commands that build nothing: `validate`, `types` and `config`.
+
+use std::{fmt::Write as _, path::Path};
+
+use isopace_config::{Config, LoadOptions};
+use isopace_deploy::Registry;
+
+use crate::{
+    EXIT_INVALID_CONFIG, EXIT_OK,
+    cli::{ConfigArgs, ConfigCommand, ConfigSource, FLAG_VARIABLES, ValidateArgs},
+};
+
+/// `isopace validate DIR`.
+pub(crate) fn validate(registry: &Registry, args: &ValidateArgs) -> u8 {
+    let env = |name: &str| std::env::var(name).ok();
+    match isopace_deploy::validate_dir(&args.dir, registry, &env) {
+        Err(e) => {
+            eprintln!("isopace: {}", isopace_host::error_chain(&e));
+            EXIT_INVALID_CONFIG
+        }
+        Ok(problems) if problems.is_empty() => {
+            print_out(&format!("{}: ok\n", args.dir.display()));
+            EXIT_OK
+        }
+        Ok(problems) => {
+            let mut text = String::new();
+            for problem in &problems {
+                let _ = writeln!(text, "{problem}");
+            }
+            print_out(&text);
+            eprintln!(
+                "isopace: {} problem{} in {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                args.dir.display()
+            );
+            EXIT_INVALID_CONFIG
+        }
+    }
+}
+
+/// `isopace types`.
+pub(crate) fn types(registry: &Registry) -> u8 {
+    let mut text = String::new();
+    for info in registry.types() {
+        // Written by hand to keep the descriptor's own field order.
+        let quote = |s: &str| serde_json::to_string(s).expect("a string serialises");
+        let _ = write!(
+            text,
+            "{}\n    {}\n    {{\n      \"name\": {},\n      \"type\": {},\n      \"config\": {}\n    }}\n\n",
+            info.name,
+            info.description,
+            quote(&format!("my-{}", info.name)),
+            quote(&info.name),
+            info.example
+        );
+    }
+    print_out(&text);
+    EXIT_OK
+}
+
+/// Writes to stdout, ignoring a closed pipe (`isopace types | head`).
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Loads the configuration the way `run` does: the file (if any) plus overrides from the
+/// environment, leaving out the variables that set the command line's own flags.
+pub(crate) fn load_config(source: &ConfigSource) -> Result<Config, isopace_config::Error> {
+    let environ: Vec<String> = std::env::vars()
+        .filter(|(k, _)| !FLAG_VARIABLES.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let options = LoadOptions::new()
+        .env_prefix(source.env_prefix.clone())
+        .environ(environ);
+    match &source.config {
+        Some(path) => Config::load(path, options),
+        None => Config::parse(b"", options),
+    }
+}
+
+/// `isopace config get PATH | dump`.
+pub(crate) fn config(args: &ConfigArgs) -> u8 {
+    let config = match load_config(&args.source) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("isopace: {}", isopace_host::error_chain(&e));
+            return EXIT_INVALID_CONFIG;
+        }
+    };
+    let entries = config.entries();
+    match &args.command {
+        ConfigCommand::Get { path } => {
+            let prefix = format!("{path}.");
+            let matching: Vec<_> = entries
+                .iter()
+                .filter(|e| e.path == *path || e.path.starts_with(&prefix))
+                .collect();
+            if matching.is_empty() {
+                eprintln!("isopace: `{path}` is not set{}", from(&args.source.config));
+                return EXIT_INVALID_CONFIG;
+            }
+            print_entries(matching);
+        }
+        ConfigCommand::Dump => print_entries(entries.iter()),
+    }
+    EXIT_OK
+}
+
+fn from(file: &Option<impl AsRef<Path>>) -> String {
+    match file {
+        Some(file) => format!(" in {} or the environment", file.as_ref().display()),
+        None => " in the environment (no --config file given)".to_owned(),
+    }
+}
+
+fn print_entries<'a>(entries: impl IntoIterator<Item = &'a isopace_config::Entry>) {
+    let mut text = String::new();
+    for entry in entries {
+        let _ = writeln!(
+            text,
+            "{} = {}  ({})",
+            entry.path,
+            entry.display_value(),
+            entry.source
+        );
+    }
+    print_out(&text);
+}

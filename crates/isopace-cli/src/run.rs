@@ -1,0 +1,264 @@
+//! `isopace run`: the daemon — host, config watcher and deployer, driven by signals.
+
+use std::sync::Arc;
+
+use isopace_config::{Config, ConfigWatcher};
+use isopace_deploy::Deployer;
+use isopace_host::{Host, error_chain};
+use isopace_observe::{
+    FanoutObserver, LogFormat, LogHandle, LogOptions, MetricsRegistry, TracingObserver, parse_level,
+};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::{
+    App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK, Runtime,
+    cli::{Format, RunArgs},
+    commands::load_config,
+};
+
+/// Runs the daemon on a multi-threaded runtime until a signal stops it.
+pub(crate) fn run(app: App, args: RunArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("isopace: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(run_async(app, args))
+}
+
+async fn run_async(app: App, args: RunArgs) -> u8 {
+    let config = match load_config(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("isopace: {}", error_chain(&e));
+            return EXIT_INVALID_CONFIG;
+        }
+    };
+    let level = args
+        .log_level
+        .or_else(|| configured_level(&config))
+        .unwrap_or(tracing::Level::INFO);
+    let log = match (LogOptions {
+        level,
+        format: match args.log_format {
+            Format::Text => LogFormat::Text,
+            Format::Json => LogFormat::Json,
+        },
+        source: false,
+        directives: None,
+    })
+    .init()
+    {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("isopace: {}", error_chain(&e));
+            return EXIT_FAILURE;
+        }
+    };
+    if !args.deploy.is_dir() {
+        tracing::error!(dir = %args.deploy.display(), "the deploy directory does not exist or is not a directory");
+        return EXIT_INVALID_CONFIG;
+    }
+
+    let metrics = MetricsRegistry::new();
+    let observer = FanoutObserver::new(vec![Arc::new(TracingObserver), Arc::new(metrics.clone())]);
+    let host = Host::builder()
+        .config(config.clone())
+        .observer(Arc::new(observer))
+        .shutdown_timeout(args.shutdown_timeout)
+        .build();
+    if args.config.config.is_some() {
+        let watcher = ConfigWatcher::new(config.clone());
+        host.register(watcher)
+            .expect("a new host takes its first registration");
+    }
+    follow_log_level(&config, log);
+
+    let deployer = Deployer::builder(&host, Arc::new(app.registry), &args.deploy)
+        .scan_interval(args.scan_interval)
+        .watch(!args.no_watch)
+        .build();
+    let deployments = deployer.handle();
+    host.register(deployer)
+        .expect("the deployer's name is unique in a new host");
+    app.runtime.set(Runtime {
+        host: host.downgrade(),
+        deployer: deployments.clone(),
+        metrics,
+    });
+
+    // Installed before start, so a signal during start is not lost.
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return EXIT_FAILURE;
+        }
+    };
+    tracing::info!(
+        deploy = %args.deploy.display(),
+        config = ?args.config.config,
+        version = env!("CARGO_PKG_VERSION"),
+        "isopace starting"
+    );
+    if let Err(e) = host.start().await {
+        tracing::error!(error = %error_chain(&e), "start failed");
+        return EXIT_FAILURE;
+    }
+    tokio::spawn({
+        let deployments = deployments.clone();
+        async move {
+            deployments.wait_initial_scan().await;
+            notify_systemd(Notify::Ready);
+            tracing::info!("ready: initial deploy finished");
+        }
+    });
+
+    let first = loop {
+        match signals.next().await {
+            Received::Hangup => {
+                tracing::info!("SIGHUP: rescanning the deploy directory and reloading the config");
+                deployments.trigger();
+                if config.path().is_some()
+                    && let Err(e) = config.reload()
+                {
+                    tracing::error!(error = %error_chain(&e), "config reload failed; keeping the old values");
+                }
+            }
+            stop => break stop,
+        }
+    };
+    notify_systemd(Notify::Stopping);
+    tracing::info!(
+        signal = first.name(),
+        timeout = ?args.shutdown_timeout,
+        "shutting down: stopping components in reverse order"
+    );
+    let stop = host.stop_within(args.shutdown_timeout);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            result = &mut stop => {
+                return match result {
+                    Ok(()) => {
+                        tracing::info!("stopped cleanly");
+                        EXIT_OK
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "shutdown finished with errors");
+                        EXIT_FAILURE
+                    }
+                };
+            }
+            again = signals.next() => {
+                if let Some(code) = again.forced_exit_code() {
+                    tracing::warn!(signal = again.name(), "second signal during shutdown: exiting now");
+                    std::process::exit(code);
+                }
+            }
+        }
+    }
+}
+
+fn configured_level(config: &Config) -> Option<tracing::Level> {
+    let text = config.get("logging.level")?;
+    let text = text.as_str()?;
+    // An unknown level in the file keeps the current one rather than guessing.
+    let level = parse_level(text, tracing::Level::TRACE);
+    let known = parse_level(text, tracing::Level::ERROR) == level;
+    known.then_some(level)
+}
+
+/// Applies `logging.level` from every successful reload (file watcher or SIGHUP).
+fn follow_log_level(config: &Config, log: LogHandle) {
+    let mut reloads = config.subscribe();
+    let config = config.clone();
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            let Some(level) = configured_level(&config) else {
+                continue;
+            };
+            if level != log.level() {
+                match log.set_level(level) {
+                    Ok(()) => tracing::info!(%level, "log level changed by the config"),
+                    Err(e) => tracing::error!(error = %e, "cannot change the log level"),
+                }
+            }
+        }
+    });
+}
+
+enum Received {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Received {
+    fn name(&self) -> &'static str {
+        match self {
+            Received::Interrupt => "SIGINT",
+            Received::Terminate => "SIGTERM",
+            Received::Hangup => "SIGHUP",
+        }
+    }
+
+    /// The conventional exit code for dying of this signal (128 + its number).
+    fn forced_exit_code(&self) -> Option<i32> {
+        match self {
+            Received::Interrupt => Some(130),
+            Received::Terminate => Some(143),
+            Received::Hangup => None,
+        }
+    }
+}
+
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.interrupt.recv() => Received::Interrupt,
+            _ = self.terminate.recv() => Received::Terminate,
+            _ = self.hangup.recv() => Received::Hangup,
+        }
+    }
+}
+
+enum Notify {
+    Ready,
+    Stopping,
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set) that startup finished or shutdown began.
+fn notify_systemd(state: Notify) {
+    #[cfg(target_os = "linux")]
+    {
+        let state = match state {
+            Notify::Ready => sd_notify::NotifyState::Ready,
+            Notify::Stopping => sd_notify::NotifyState::Stopping,
+        };
+        if let Err(e) = sd_notify::notify(&[state]) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = state;
+}
