@@ -1,0 +1,493 @@
+//! The real `isopace` binary, driven end to end: temp dirs, ephemeral loopback ports, signals.
+//!
+//! These tests live in the CLI crate rather than in the workspace's `tests/` crate because
+//! only a package's own integration tests get its binary's path (`CARGO_BIN_EXE_isopace`),
+//! and no other crate may depend on the CLI.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_isopace");
+
+fn isopace() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what a test sets reaches the daemon's configuration overrides.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ISOPACE") || key == "NOTIFY_SOCKET" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A free loopback port (released just before use; the window for a race is tiny).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some` or 15 s pass.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Response {
+    status: u16,
+    body: String,
+}
+
+fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Response {
+        status,
+        body: body.to_owned(),
+    })
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// A running `isopace run` whose log lines are collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(deploy: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        let mut cmd = isopace();
+        cmd.args(["run", "--deploy"])
+            .arg(deploy)
+            .args(["--scan-interval", "200ms"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the log reader drain.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn log_has(&self, needle: &str) -> bool {
+        self.log().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+fn copy_example(to: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
+    for entry in fs::read_dir(example).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn component<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    list.as_array()?.iter().find(|c| c["name"] == name)
+}
+
+#[test]
+fn run_serves_the_example_and_follows_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_example(dir.path());
+    let port = free_port();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &[],
+        &[("ISOPACE_ADMIN_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+
+    let ready = wait_for("/readyz 200", || {
+        http_get(port, "/readyz", None).filter(|r| r.status == 200)
+    });
+    assert_eq!(json(&ready.body)["ready"], true);
+    assert_eq!(http_get(port, "/healthz", None).unwrap().body, "ok");
+
+    let components = json(&http_get(port, "/components", None).unwrap().body);
+    let pulse = component(&components, "pulse").expect("pulse listed");
+    assert_eq!(pulse["state"], "running");
+    assert_eq!(pulse["type"], "heartbeat");
+    assert!(pulse["file"].as_str().unwrap().ends_with("10_pulse.json"));
+    let since = pulse["since"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.contains('.'), "{since}");
+    assert!(component(&components, "slow-pulse").is_none(), "disabled");
+    let deployer = component(&components, "deployer").unwrap();
+    assert!(deployer["file"].is_null() && deployer["type"].is_null());
+
+    let metrics = http_get(port, "/metrics", None).unwrap();
+    assert_eq!(metrics.status, 200);
+    for needle in [
+        r#"isopace_component_state{component="pulse",state="running"} 1"#,
+        r#"isopace_lifecycle_calls_total{component="admin",phase="start"} 1"#,
+        "isopace_deployer_scans_total",
+        r#"heartbeat_ticks_total{component="pulse"}"#,
+    ] {
+        assert!(
+            metrics.body.contains(needle),
+            "{needle} missing from\n{}",
+            metrics.body
+        );
+    }
+
+    // A new descriptor starts.
+    write_atomically(
+        &dir.path().join("30_extra.json"),
+        r#"{"name": "extra", "type": "heartbeat", "config": {"interval": "1h"}}"#,
+    );
+    wait_for("extra running", || {
+        let list = json(&http_get(port, "/components", None)?.body);
+        (component(&list, "extra")?["state"] == "running").then_some(())
+    });
+
+    // A changed one is redeployed.
+    write_atomically(
+        &dir.path().join("30_extra.json"),
+        r#"{"name": "extra", "type": "heartbeat", "config": {"interval": "2h"}}"#,
+    );
+    wait_for("extra redeployed", || {
+        daemon
+            .log_has("redeployed component=\"extra\"")
+            .then_some(())
+    });
+
+    // An invalid file is reported; everything else keeps running.
+    fs::write(dir.path().join("40_broken.json"), "{\"name\": \"broken\",").unwrap();
+    let deployments = wait_for("the broken file reported", || {
+        let list = json(&http_get(port, "/deployments", None)?.body);
+        let broken = list
+            .as_array()?
+            .iter()
+            .find(|d| {
+                d["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("40_broken.json"))
+            })?
+            .clone();
+        (broken["state"] == "failed").then_some(broken)
+    });
+    let error = deployments["error"].as_str().unwrap();
+    assert!(error.contains("40_broken.json:1:"), "{error}");
+    assert!(deployments["applied_at"].as_str().unwrap().ends_with('Z'));
+    let components = json(&http_get(port, "/components", None).unwrap().body);
+    for name in ["admin", "pulse", "extra"] {
+        assert_eq!(
+            component(&components, name).unwrap()["state"],
+            "running",
+            "{name}"
+        );
+    }
+
+    // A removed one is undeployed.
+    fs::remove_file(dir.path().join("30_extra.json")).unwrap();
+    wait_for("extra gone", || {
+        let list = json(&http_get(port, "/components", None)?.body);
+        component(&list, "extra").is_none().then_some(())
+    });
+
+    // SIGTERM: a clean stop in reverse order, exit 0.
+    daemon.signal("TERM");
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log().join("\n"));
+    let log = daemon.log();
+    let order = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{}", log.join("\n")))
+    };
+    let (pulse, admin, deployer) = (
+        order("stopped component=\"pulse\""),
+        order("stopped component=\"admin\""),
+        order("stopped component=\"deployer\""),
+    );
+    assert!(pulse < admin && admin < deployer, "{}", log.join("\n"));
+    assert!(order("started component=\"deployer\"") < order("started component=\"admin\""));
+}
+
+#[test]
+fn the_token_guards_components_and_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    fs::write(
+        dir.path().join("admin.json"),
+        format!(
+            r#"{{"name": "admin", "type": "admin", "config": {{"listen": "127.0.0.1:{port}", "token": "${{ADMIN_TOKEN}}"}}}}"#
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(dir.path(), &[], &[("ADMIN_TOKEN", "s3cret".into())]);
+    wait_for("/readyz 200", || {
+        http_get(port, "/readyz", None).filter(|r| r.status == 200)
+    });
+    for path in ["/components", "/deployments"] {
+        assert_eq!(http_get(port, path, None).unwrap().status, 401, "{path}");
+        assert_eq!(http_get(port, path, Some("wrong")).unwrap().status, 401);
+        assert_eq!(http_get(port, path, Some("s3cret")).unwrap().status, 200);
+    }
+    // Health, readiness and metrics stay open for probes and scrapers.
+    assert_eq!(http_get(port, "/metrics", None).unwrap().status, 200);
+    assert_eq!(http_get(port, "/nope", None).unwrap().status, 404);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 405"), "{raw}");
+}
+
+#[test]
+fn a_missing_deploy_directory_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = isopace()
+        .args(["run", "--deploy"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+fn validate(dir: &Path) -> (i32, String) {
+    let output = isopace().arg("validate").arg(dir).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap(), text)
+}
+
+#[test]
+fn validate_reports_every_kind_of_problem_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: &[(&str, &str, &str)] = &[
+        (
+            "a_bad_json.json",
+            "{\"name\": \"a\",\n \"type\": }",
+            "a_bad_json.json:2:10",
+        ),
+        (
+            "b_unknown_field.json",
+            "{\"name\": \"b\", \"type\": \"heartbeat\",\n \"enabeld\": true}",
+            "unknown field `enabeld`",
+        ),
+        (
+            "c_missing_name.json",
+            "{\"type\": \"heartbeat\"}",
+            "missing field `name`",
+        ),
+        (
+            "d_missing_type.json",
+            "{\"name\": \"d\"}",
+            "missing field `type`",
+        ),
+        (
+            "e_unknown_type.json",
+            "{\"name\": \"e\", \"type\": \"warp-drive\"}",
+            "e_unknown_type.json:1:23: field `type`: unknown component type `warp-drive`",
+        ),
+        (
+            "f_bad_config.json",
+            "{\"name\": \"f\", \"type\": \"admin\",\n \"config\": {\"listen\": \"not an address\"}}",
+            "f_bad_config.json:2:",
+        ),
+        (
+            "g_unset_var.json",
+            "{\"name\": \"g\", \"type\": \"heartbeat\", \"config\": {\"message\": \"${NOT_SET_ANYWHERE}\"}}",
+            "`NOT_SET_ANYWHERE` is not set",
+        ),
+        (
+            "h_first.json",
+            "{\"name\": \"dup\", \"type\": \"heartbeat\"}",
+            "",
+        ),
+        (
+            "i_second.json",
+            "{\"name\": \"dup\", \"type\": \"heartbeat\"}",
+            "component name `dup` is already declared by",
+        ),
+    ];
+    for (file, text, _) in files {
+        fs::write(dir.path().join(file), text).unwrap();
+    }
+    let (code, output) = validate(dir.path());
+    assert_eq!(code, 78, "{output}");
+    for (file, _, expected) in files {
+        if expected.is_empty() {
+            continue;
+        }
+        let line = output
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("{file} not reported in\n{output}"));
+        assert!(line.contains(expected), "{line:?} lacks {expected:?}");
+    }
+    assert!(output.contains("field `config.listen`"), "{output}");
+    assert!(output.contains("8 problems"), "{output}");
+
+    let clean = tempfile::tempdir().unwrap();
+    copy_example(clean.path());
+    let (code, output) = validate(clean.path());
+    assert_eq!(code, 0, "{output}");
+}
+
+#[test]
+fn every_example_printed_by_types_passes_validate() {
+    let output = isopace().arg("types").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut examples = 0;
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        match (line, &mut block) {
+            ("    {", None) => block = Some("{".to_owned()),
+            ("    }", Some(b)) => {
+                b.push('}');
+                examples += 1;
+                fs::write(dir.path().join(format!("{examples:02}.json")), b.as_str()).unwrap();
+                block = None;
+            }
+            (l, Some(b)) => b.push_str(l),
+            _ => {}
+        }
+    }
+    assert!(examples >= 2, "{text}");
+    let (code, report) = validate(dir.path());
+    assert_eq!(code, 0, "{report}\n{text}");
+}
+
+#[test]
+fn config_get_shows_an_override_and_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("isopace.json");
+    fs::write(
+        &file,
+        r#"{"link": {"timeout": "5s", "max_conns": 2}, "db": {"password": "hunter2"}}"#,
+    )
+    .unwrap();
+    let output = isopace()
+        .args(["config", "get", "link.max_conns", "--config"])
+        .arg(&file)
+        .env("ISOPACE_LINK_MAX_CONNS", "16")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        "link.max_conns = 16  (env ISOPACE_LINK_MAX_CONNS)"
+    );
+
+    let output = isopace()
+        .args(["config", "dump", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("db.password = \"***\""), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("link.timeout = \"5s\"  (file "), "{text}");
+
+    let output = isopace()
+        .args(["config", "get", "nope", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn help_works_everywhere_and_usage_errors_exit_2() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["validate", "--help"],
+        &["types", "--help"],
+        &["config", "--help"],
+        &["config", "get", "--help"],
+        &["--version"],
+    ] {
+        let output = isopace().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+    }
+    let output = isopace().args(["run", "--frobnicate"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
