@@ -1,58 +1,6 @@
 //! The `isopace` command and a library to build your own daemon with your own component
 //! types.
-//!
-//! [`App`] holds a [`Registry`] with the built-in types (`admin`, `heartbeat`); add your
-//! own and call [`App::main`] to get every command of the `isopace` binary:
-//!
-//! ```no_run
-//! use isopace_cli::App;
-//! use isopace_host::{async_trait, BoxError, Component, Env};
-//! use serde::Deserialize;
-//!
-//! #[derive(Deserialize)]
-//! #[serde(deny_unknown_fields)]
-//! struct EchoConfig { greeting: String }
-//!
-//! struct Echo { name: String, greeting: String }
-//!
-//! #[async_trait]
-//! impl Component for Echo {
-//!     fn name(&self) -> &str { &self.name }
-//!     async fn start(&mut self, _: &Env) -> Result<(), BoxError> {
-//!         tracing::info!("{}", self.greeting);
-//!         Ok(())
-//!     }
-//!     async fn stop(&mut self, _: &Env) -> Result<(), BoxError> { Ok(()) }
-//! }
-//!
-//! fn main() -> std::process::ExitCode {
-//!     let mut app = App::new();
-//!     app.registry_mut()
-//!         .register_typed(
-//!             "echo",
-//!             "logs a greeting when started",
-//!             serde_json::json!({ "greeting": "hello" }),
-//!             |name: &str, config: EchoConfig, _env: &Env| {
-//!                 Ok(Echo { name: name.to_owned(), greeting: config.greeting })
-//!             },
-//!         )
-//!         .expect("a new type name");
-//!     app.main()
-//! }
-//! ```
-//!
-//! # Commands
-//!
-//! - `run [--deploy DIR] [--config FILE] [--env-prefix P] [--log-level L] [--log-format
-//!   text|json] [--scan-interval D] [--no-watch] [--shutdown-timeout D]`
-//! - `validate [DIR]`: every problem `run` would hit, with file, line:column and field.
-//! - `types`: the registered types with an example descriptor each.
-//! - `config get PATH | dump`: resolved values with their source, secrets redacted.
-//!
-//! # Exit codes
-//!
-//! 0 success; 1 runtime failure; 2 usage (from clap); 78 invalid configuration or
-//! descriptors; 130 or 143 when a second SIGINT or SIGTERM cuts a shutdown short.
+#![doc = include_str!("../README.md")]
 
 mod admin;
 mod cli;
