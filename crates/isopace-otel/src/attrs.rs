@@ -16,6 +16,18 @@ pub(crate) fn key_values(attrs: &[Attr<'_>]) -> Vec<KeyValue> {
     attrs.iter().map(key_value).collect()
 }
 
+/// Calls `f` with the key-values for `attrs`. Measurements usually carry a few attributes,
+/// so up to three are converted on the stack: one allocation fewer per measurement.
+pub(crate) fn with_key_values<R>(attrs: &[Attr<'_>], f: impl FnOnce(&[KeyValue]) -> R) -> R {
+    match attrs {
+        [] => f(&[]),
+        [a] => f(&[key_value(a)]),
+        [a, b] => f(&[key_value(a), key_value(b)]),
+        [a, b, c] => f(&[key_value(a), key_value(b), key_value(c)]),
+        _ => f(&key_values(attrs)),
+    }
+}
+
 fn value(value: &AttrValue<'_>) -> Value {
     match value {
         AttrValue::Str(s) => Value::from(s.clone().into_owned()),
@@ -60,9 +72,22 @@ mod tests {
     }
 
     #[test]
-    fn key_values_keep_order() {
-        let kvs = key_values(&[attr("a", 1_i64), attr("b", "x")]);
-        let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(keys, ["a", "b"]);
+    fn key_values_keep_order_however_many() {
+        let all = [
+            attr("a", 1_i64),
+            attr("b", "x"),
+            attr("c", true),
+            attr("d", 2.0_f64),
+            attr("e", 3_u64),
+        ];
+        for n in 0..=all.len() {
+            let attrs = &all[..n];
+            let keys = with_key_values(attrs, |kvs| {
+                kvs.iter().map(|kv| kv.key.to_string()).collect::<Vec<_>>()
+            });
+            let expected: Vec<String> = attrs.iter().map(|a| a.key.to_owned()).collect();
+            assert_eq!(keys, expected, "{n} attributes");
+            assert_eq!(key_values(attrs).len(), n);
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! An OpenTelemetry adapter for the isopace observability facade; the README follows.
+//! OpenTelemetry for the isopace observability facade: an `Observer` over the opentelemetry API.
 //!
 #![doc = include_str!("../README.md")]
 

@@ -11,7 +11,7 @@ use opentelemetry::{
 };
 use parking_lot::RwLock;
 
-use crate::{attrs::key_values, span::OtelSpan};
+use crate::{attrs::with_key_values, span::OtelSpan};
 
 /// The instrumentation scope name [`OtelObserver::from_providers`] and
 /// [`OtelObserver::global`] use; the scope's version is this crate's.
@@ -103,6 +103,7 @@ impl OtelObserver {
     ///
     /// Ending the [`Span`] ends the OpenTelemetry span; the context stays usable (children
     /// started in it afterwards still name the span as their parent).
+    #[must_use = "the span ends when dropped; bind both to variables for the duration of the work"]
     pub fn start_span_with_context(&self, name: &str, attrs: &[Attr<'_>]) -> (Span, Context) {
         let span = OtelSpan::start(&self.inner.tracer, name, attrs);
         let cx = span.context();
@@ -173,7 +174,7 @@ struct OtelCounter(metrics::Counter<u64>);
 
 impl CounterBackend for OtelCounter {
     fn add(&self, n: u64, attrs: &[Attr<'_>]) {
-        self.0.add(n, &key_values(attrs));
+        with_key_values(attrs, |kvs| self.0.add(n, kvs));
     }
 }
 
@@ -181,6 +182,6 @@ struct OtelHistogram(metrics::Histogram<f64>);
 
 impl HistogramBackend for OtelHistogram {
     fn observe(&self, value: f64, attrs: &[Attr<'_>]) {
-        self.0.record(value, &key_values(attrs));
+        with_key_values(attrs, |kvs| self.0.record(value, kvs));
     }
 }

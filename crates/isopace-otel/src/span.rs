@@ -80,6 +80,7 @@ fn message_with_sources(error: &(dyn StdError + 'static)) -> String {
 ///
 /// `cx` usually comes from [`OtelObserver::start_span_with_context`](crate::OtelObserver::start_span_with_context).
 /// This is `opentelemetry`'s `FutureExt::with_context`; use that directly if you prefer.
+#[must_use = "the future does nothing unless awaited or spawned"]
 pub fn in_span<F: IntoFuture>(cx: &Context, future: F) -> WithContext<F::IntoFuture> {
     future.into_future().with_context(cx.clone())
 }
