@@ -1,5 +1,6 @@
 //! Project automation for isopace: `cargo xtask ci` runs every check CI runs, in order.
 
+mod bench;
 mod tidy;
 
 use std::{
@@ -13,13 +14,15 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci      fmt, clippy, test, doc and the tidy checks, stopping at the first failure
-  tidy    only the tidy checks (also run by `cargo test -p xtask`)";
+  tidy    only the tidy checks (also run by `cargo test -p xtask`)
+  bench   every criterion benchmark, then BENCHMARKS.md (extra arguments go to criterion)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("tidy") => run_tidy(),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -123,6 +126,6 @@ fn run_tidy() -> Result<(), String> {
     }
 }
 
-fn cargo() -> String {
+pub(crate) fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }

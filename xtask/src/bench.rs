@@ -1,0 +1,351 @@
+//! `cargo xtask bench`: runs every criterion benchmark and writes BENCHMARKS.md, each speed
+//! target beside the baseline measured in the same run.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+/// How a target is judged.
+enum Rule {
+    /// The measurement (ns) is at most this many ns.
+    AtMostNs(f64),
+    /// The baseline takes at least this many times as long as the measurement.
+    FasterBy(f64),
+    /// The measurement takes at most this many times as long as the baseline.
+    ScalesWithin(f64),
+    /// The measurement's throughput is at least this fraction of the baseline's (equal work,
+    /// so throughput is the inverse of time).
+    ThroughputAtLeast(f64),
+    /// A value in milliseconds from an extra record, at most this much.
+    AtMostMs(f64),
+}
+
+struct Target {
+    what: &'static str,
+    /// A criterion id (`group/function`) or `extra:<file>:<field>`.
+    measured: &'static str,
+    baseline: Option<&'static str>,
+    rule: Rule,
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        what: "observe: registry counter add, 1 thread",
+        measured: "counter_add/registry_1_thread",
+        baseline: Some("counter_add/atomic_1_thread"),
+        rule: Rule::AtMostNs(10.0),
+    },
+    Target {
+        what: "observe: registry counter add, 2 threads on one counter, vs a shared AtomicU64",
+        measured: "counter_add/registry_2_threads",
+        baseline: Some("counter_add/atomic_2_threads"),
+        rule: Rule::FasterBy(3.0),
+    },
+    Target {
+        what: "config: dot-path get at depth 3, 1 reader",
+        measured: "config/1_reader/get_depth3/arc_swap",
+        baseline: Some("config/1_reader/get_depth3/rwlock"),
+        rule: Rule::AtMostNs(40.0),
+    },
+    Target {
+        what: "config: typed handle read, 1 reader",
+        measured: "config/1_reader/handle_read/arc_swap",
+        baseline: Some("config/1_reader/handle_read/rwlock"),
+        rule: Rule::AtMostNs(5.0),
+    },
+    Target {
+        what: "config: dot-path get, 2 readers + writer, vs RwLock",
+        measured: "config/2_readers_1_writer/get_depth3/arc_swap",
+        baseline: Some("config/2_readers_1_writer/get_depth3/rwlock"),
+        rule: Rule::FasterBy(5.0),
+    },
+    Target {
+        what: "config: typed handle read, 2 readers + writer, vs RwLock",
+        measured: "config/2_readers_1_writer/handle_read/arc_swap",
+        baseline: Some("config/2_readers_1_writer/handle_read/rwlock"),
+        rule: Rule::FasterBy(5.0),
+    },
+    Target {
+        what: "config: snapshot + 3 reads, 2 readers + writer, vs RwLock",
+        measured: "config/2_readers_1_writer/snapshot_3_reads/arc_swap",
+        baseline: Some("config/2_readers_1_writer/snapshot_3_reads/rwlock"),
+        rule: Rule::FasterBy(5.0),
+    },
+    Target {
+        what: "host: deploy + undeploy of 10 000 while running",
+        measured: "host/deploy_undeploy_running/10000",
+        baseline: None,
+        rule: Rule::AtMostNs(25e6),
+    },
+    Target {
+        what: "host: start + stop of 100 000 vs 10 000 (linear: within 12x)",
+        measured: "host/start_stop/100000",
+        baseline: Some("host/start_stop/10000"),
+        rule: Rule::ScalesWithin(12.0),
+    },
+    Target {
+        what: "deploy: rescan of 10 000 unchanged descriptors vs re-read and compare",
+        measured: "deploy/rescan_10000_unchanged/deployer_metadata_first",
+        baseline: Some("deploy/rescan_10000_unchanged/baseline_reread_and_compare"),
+        rule: Rule::FasterBy(2.0),
+    },
+    Target {
+        what: "deploy: atomic rename to new component started, p95",
+        measured: "extra:redeploy_latency:p95_ms",
+        baseline: None,
+        rule: Rule::AtMostMs(250.0),
+    },
+    Target {
+        what: "tcp-proxy: throughput through the proxy vs direct (16 MiB echo)",
+        measured: "tcp_proxy/throughput/proxied",
+        baseline: Some("tcp_proxy/throughput/direct"),
+        rule: Rule::ThroughputAtLeast(0.8),
+    },
+];
+
+pub(crate) fn run(root: &Path, extra_args: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(crate::cargo());
+    cmd.args(["bench", "--workspace", "--benches", "--locked", "--"])
+        .args(["--warm-up-time", "1", "--measurement-time", "3"])
+        .args(extra_args)
+        .current_dir(root);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not run cargo bench: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo bench failed ({status})"));
+    }
+    let target = target_dir(root);
+    let report = report(&target)?;
+    let path = root.join("BENCHMARKS.md");
+    fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Criterion's mean estimate in ns for `group/function...`, whose directory replaces every
+/// `/` after the group's own with `_`.
+fn criterion_mean_ns(target: &Path, id: &str) -> Option<f64> {
+    let criterion = target.join("criterion");
+    // The group name may itself contain `/`; try each split point.
+    let parts: Vec<&str> = id.split('/').collect();
+    (1..parts.len()).find_map(|split| {
+        let group = parts[..split].join("_");
+        let function = parts[split..].join("_");
+        let file = criterion
+            .join(&group)
+            .join(&function)
+            .join("new/estimates.json");
+        let json: Value = serde_json::from_str(&fs::read_to_string(file).ok()?).ok()?;
+        json["mean"]["point_estimate"].as_f64()
+    })
+}
+
+fn extra(target: &Path, id: &str) -> Option<f64> {
+    let mut parts = id.strip_prefix("extra:")?.splitn(2, ':');
+    let (file, field) = (parts.next()?, parts.next()?);
+    let text =
+        fs::read_to_string(target.join("isopace-bench").join(format!("{file}.json"))).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?[field].as_f64()
+}
+
+fn value(target: &Path, id: &str) -> Option<f64> {
+    if id.starts_with("extra:") {
+        extra(target, id)
+    } else {
+        criterion_mean_ns(target, id)
+    }
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.2} ns")
+    }
+}
+
+fn report(target: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench`: every criterion benchmark of the workspace, run with \
+         `--warm-up-time 1 --measurement-time 3`. Each baseline is measured in the same run as \
+         what it is compared with. Times are criterion's mean estimates.\n"
+    );
+    let _ = writeln!(out, "{}", machine());
+    let _ = writeln!(
+        out,
+        "| target | measured | baseline (same run) | ratio | goal | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut missing = Vec::new();
+    let mut failed = 0;
+    for t in TARGETS {
+        let Some(measured) = value(target, t.measured) else {
+            missing.push(t.measured);
+            let _ = writeln!(out, "| {} | not measured | | | | no |", t.what);
+            failed += 1;
+            continue;
+        };
+        let baseline = t.baseline.and_then(|b| value(target, b));
+        let (shown, goal, ratio, met) = match t.rule {
+            Rule::AtMostNs(limit) => (
+                human_ns(measured),
+                format!("≤ {}", human_ns(limit)),
+                baseline.map(|b| format!("{:.2}x the baseline", measured / b)),
+                measured <= limit,
+            ),
+            Rule::AtMostMs(limit) => (
+                format!("{measured:.1} ms"),
+                format!("≤ {limit} ms"),
+                None,
+                measured <= limit,
+            ),
+            Rule::FasterBy(factor) => {
+                let r = baseline.map(|b| b / measured);
+                (
+                    human_ns(measured),
+                    format!("≥ {factor}x faster"),
+                    r.map(|r| format!("{r:.2}x faster")),
+                    r.is_some_and(|r| r >= factor),
+                )
+            }
+            Rule::ScalesWithin(factor) => {
+                let r = baseline.map(|b| measured / b);
+                (
+                    human_ns(measured),
+                    format!("≤ {factor}x"),
+                    r.map(|r| format!("{r:.2}x")),
+                    r.is_some_and(|r| r <= factor),
+                )
+            }
+            Rule::ThroughputAtLeast(fraction) => {
+                let r = baseline.map(|b| b / measured);
+                (
+                    human_ns(measured),
+                    format!("≥ {:.0}% of the baseline", fraction * 100.0),
+                    r.map(|r| format!("{:.0}%", r * 100.0)),
+                    r.is_some_and(|r| r >= fraction),
+                )
+            }
+        };
+        let baseline = baseline.map_or_else(
+            || "—".to_owned(),
+            |b| {
+                if matches!(t.rule, Rule::AtMostMs(_)) {
+                    format!("{b:.1} ms")
+                } else {
+                    human_ns(b)
+                }
+            },
+        );
+        if !met {
+            failed += 1;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {shown} | {baseline} | {} | {goal} | {} |",
+            t.what,
+            ratio.unwrap_or_else(|| "—".to_owned()),
+            if met { "yes" } else { "**no**" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} of {} targets met.",
+        TARGETS.len() - failed,
+        TARGETS.len()
+    );
+    if !missing.is_empty() {
+        eprintln!("xtask bench: no measurement for {}", missing.join(", "));
+    }
+    Ok(out)
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|kb| kb.trim().trim_end_matches(" kB").parse::<f64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.0} GiB", kb / 1048576.0),
+        );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "Machine: {cores} cores ({cpu}), {memory} memory, Linux {}, {}; measured {}.\n",
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        first_line("rustc", &["--version"]),
+        first_line("date", &["-u", "+%Y-%m-%d"]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_criterion_estimates_and_extra_records() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        let estimates = dir.join("criterion/config_1_reader/get_depth3_arc_swap/new");
+        fs::create_dir_all(&estimates).unwrap();
+        fs::write(
+            estimates.join("estimates.json"),
+            r#"{"mean": {"point_estimate": 15.5}}"#,
+        )
+        .unwrap();
+        fs::create_dir_all(dir.join("isopace-bench")).unwrap();
+        fs::write(
+            dir.join("isopace-bench/redeploy_latency.json"),
+            r#"{"p95_ms": 52.5}"#,
+        )
+        .unwrap();
+        let get = value(&dir, "config/1_reader/get_depth3/arc_swap");
+        let p95 = value(&dir, "extra:redeploy_latency:p95_ms");
+        let missing = value(&dir, "host/start_stop/10");
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(get, Some(15.5));
+        assert_eq!(p95, Some(52.5));
+        assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_ns(12.345), "12.35 ns");
+        assert_eq!(human_ns(25e6), "25.00 ms");
+    }
+}
