@@ -491,3 +491,28 @@ fn help_works_everywhere_and_usage_errors_exit_2() {
     let output = isopace().args(["run", "--frobnicate"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn the_config_files_log_level_applies_and_changes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = dir.path().join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    fs::write(
+        deploy.join("beat.json"),
+        r#"{"name": "beat", "type": "heartbeat", "config": {"interval": "50ms", "message": "tick-tock"}}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("isopace.json");
+    fs::write(&config, r#"{"logging": {"level": "warn"}}"#).unwrap();
+    let mut daemon = Daemon::start(&deploy, &["--config", config.to_str().unwrap()], &[]);
+    // At warn, the heartbeat's info lines are filtered out.
+    thread::sleep(Duration::from_millis(500));
+    assert!(!daemon.log_has("tick-tock"), "{}", daemon.log().join("\n"));
+
+    write_atomically(&config, r#"{"logging": {"level": "info"}}"#);
+    wait_for("info lines after the level change", || {
+        daemon.log_has("tick-tock").then_some(())
+    });
+    daemon.signal("INT");
+    assert_eq!(daemon.wait().code(), Some(0));
+}
