@@ -563,20 +563,7 @@ pub fn validate_dir(
             continue;
         }
         if let Some(first) = claims.get(&descriptor.name) {
-            problems.push(
-                DescriptorError::new(
-                    &path,
-                    ErrorKind::DuplicateName {
-                        first: first.clone(),
-                    },
-                )
-                .field("name")
-                .message(format!(
-                    "component name `{}` is already declared by {}, which comes first and wins",
-                    descriptor.name,
-                    first.display()
-                )),
-            );
+            problems.push(duplicate(&path, &descriptor.name, first));
             continue;
         }
         claims.insert(descriptor.name.clone(), path.clone());
