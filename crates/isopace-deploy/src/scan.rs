@@ -369,7 +369,10 @@ impl ScanState {
         // Then deploy and redeploy in file order.
         for (record, want) in self.records.values_mut().zip(wants) {
             let problem = match want {
-                Want::Duplicate(e) => Some(e),
+                // A file that no longer parses reports its own error: the duplicate is about
+                // the version it kept running, which the next scan no longer considers, so
+                // reporting it would report the file twice for one content.
+                Want::Duplicate(e) => Some(record.parsed.as_ref().err().cloned().unwrap_or(e)),
                 Want::Nothing => None,
                 Want::Running => {
                     let running = record.running.as_ref().expect("wanted because it runs");
