@@ -5,9 +5,11 @@
 mod admin;
 mod cli;
 mod commands;
+mod exec;
 mod heartbeat;
 mod run;
 mod runtime;
+mod tcp_proxy;
 
 use std::process::ExitCode;
 
@@ -15,8 +17,10 @@ use clap::Parser;
 use isopace_deploy::Registry;
 
 pub use admin::{Admin, AdminConfig};
+pub use exec::{Backoff, Exec, ExecConfig, ExecState, ExecStatus, RestartPolicy, StopSignal};
 pub use heartbeat::{Heartbeat, HeartbeatConfig};
-pub use runtime::{Runtime, RuntimeHandle};
+pub use runtime::{Details, DetailsSlot, Runtime, RuntimeHandle};
+pub use tcp_proxy::{TcpProxy, TcpProxyConfig};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -113,6 +117,32 @@ fn register_builtins(registry: &mut Registry, runtime: &RuntimeHandle) {
             Heartbeat::example(),
             |name: &str, config: HeartbeatConfig, _env: &isopace_host::Env| {
                 Heartbeat::new(name, config)
+            },
+        )
+        .expect("built-in type names are unique");
+    let handle = runtime.clone();
+    registry
+        .register_typed(
+            "tcp-proxy",
+            "relays each TCP connection on `listen` to a fresh connection to `upstream`",
+            TcpProxy::example(),
+            move |name: &str, config: TcpProxyConfig, _env: &isopace_host::Env| {
+                let proxy = TcpProxy::new(name, config)?;
+                Ok(match handle.get() {
+                    Some(runtime) => proxy.with_metrics(&runtime.metrics),
+                    None => proxy,
+                })
+            },
+        )
+        .expect("built-in type names are unique");
+    let handle = runtime.clone();
+    registry
+        .register_typed(
+            "exec",
+            "runs a command as a supervised child process, restarted per policy, stopped with its process group",
+            Exec::example(),
+            move |name: &str, config: ExecConfig, _env: &isopace_host::Env| {
+                Ok(Exec::new(name, config)?.with_details(handle.details()))
             },
         )
         .expect("built-in type names are unique");

@@ -28,7 +28,10 @@ pub(crate) fn run(app: App, args: RunArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(run_async(app, args))
+    let code = runtime.block_on(run_async(app, args));
+    // A child whose stop timed out must not outlive the daemon.
+    crate::exec::kill_all_children();
+    code
 }
 
 async fn run_async(app: App, args: RunArgs) -> u8 {
@@ -90,6 +93,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
         host: host.downgrade(),
         deployer: deployments.clone(),
         metrics,
+        details: app.runtime.details().clone(),
     });
 
     // Installed before start, so a signal during start is not lost.
@@ -158,6 +162,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
             again = signals.next() => {
                 if let Some(code) = again.forced_exit_code() {
                     tracing::warn!(signal = again.name(), "second signal during shutdown: exiting now");
+                    crate::exec::kill_all_children();
                     std::process::exit(code);
                 }
             }

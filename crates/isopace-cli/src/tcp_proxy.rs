@@ -1,0 +1,862 @@
+//! The `tcp-proxy` component type: a TCP listener that relays each connection to an upstream.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use isopace_host::{BoxError, Component, Env, async_trait};
+use isopace_observe::{Counter, Gauge, Histogram, MetricsRegistry, attr};
+use serde::{Deserialize, Deserializer, de};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
+    task::{JoinHandle, JoinSet},
+    time::Instant,
+};
+
+/// The `config` of a `tcp-proxy` descriptor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxyConfig {
+    /// The address to accept connections on.
+    pub listen: SocketAddr,
+    /// Where to relay each connection: `host:port`, resolved anew for every connection.
+    #[serde(deserialize_with = "host_port")]
+    pub upstream: String,
+    /// How long an upstream connect may take before the client is closed (default 5s).
+    #[serde(default = "five_seconds", deserialize_with = "positive_duration")]
+    pub connect_timeout: Duration,
+    /// Connections relayed at once (default 1024). Beyond it, new connections wait in the
+    /// kernel's accept backlog until one closes; they are not refused.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "positive_count"
+    )]
+    pub max_connections: usize,
+    /// Closes a connection when no byte has moved either way for this long (default: never).
+    #[serde(default, with = "isopace_config::serde_duration::option")]
+    pub idle_timeout: Option<Duration>,
+    /// On stop, how long open connections may take to finish before they are closed
+    /// (default 10s, under the host's default stop timeout of 15s).
+    #[serde(default = "ten_seconds", with = "isopace_config::serde_duration")]
+    pub drain_timeout: Duration,
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let duration = isopace_config::serde_duration::deserialize(deserializer)?;
+    if duration.is_zero() {
+        return Err(de::Error::custom("must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+fn positive_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(deserializer)?;
+    if n == 0 {
+        return Err(de::Error::custom("must be at least 1"));
+    }
+    // The semaphore that enforces it has a ceiling far above any useful limit.
+    Ok(n.min(Semaphore::MAX_PERMITS))
+}
+
+fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    check_host_port(&text).map_err(de::Error::custom)?;
+    Ok(text)
+}
+
+fn check_host_port(text: &str) -> Result<(), String> {
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{text}` is not a `host:port` address"))
+    }
+}
+
+/// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
+///
+/// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
+/// the write side of the other, so half-closed protocols work. A connection that cannot
+/// reach the upstream within `connect_timeout` is closed and counted as failed.
+///
+/// At `max_connections`, the proxy stops accepting until a connection closes: further
+/// clients wait in the kernel's accept backlog (and are refused by the kernel only when
+/// that backlog is full). Reaching the limit is logged as a warning, at most once a minute.
+///
+/// Stop closes the listener at once, lets open connections finish for up to
+/// `drain_timeout`, then closes the rest. A replacement deployed on the same address (a
+/// redeploy to a new upstream) therefore serves every connection made after the old one's
+/// stop began; connections already open keep their old upstream until they end.
+///
+/// Metrics, all labelled `component`:
+/// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
+/// - `tcp_proxy_connections_failed_total{reason="connect"|"timeout"}`: upstream unreachable
+/// - `tcp_proxy_connections_active` (a gauge, with [`with_metrics`](TcpProxy::with_metrics);
+///   otherwise accepted minus closed)
+/// - `tcp_proxy_bytes_total{direction="to_upstream"|"to_client"}`, counted as bytes move
+/// - `tcp_proxy_upstream_connect_seconds`: a histogram of upstream connect latency
+#[derive(Debug)]
+pub struct TcpProxy {
+    name: String,
+    config: TcpProxyConfig,
+    active: Gauge,
+    local_addr: Option<SocketAddr>,
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: oneshot::Sender<Instant>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy named `name`. It binds nothing until started.
+    pub fn new(name: &str, config: TcpProxyConfig) -> Result<Self, BoxError> {
+        check_host_port(&config.upstream)?;
+        if config.max_connections == 0 || config.connect_timeout.is_zero() {
+            return Err("`max_connections` and `connect_timeout` must be greater than zero".into());
+        }
+        Ok(TcpProxy {
+            name: name.to_owned(),
+            config,
+            active: Gauge::noop(),
+            local_addr: None,
+            running: None,
+        })
+    }
+
+    /// Records `tcp_proxy_connections_active` as a gauge in `metrics` (the observer facade
+    /// has no gauges).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &MetricsRegistry) -> Self {
+        self.active = metrics.gauge("tcp_proxy_connections_active");
+        self
+    }
+
+    /// The address the listener is bound to, once started: the actual port when `listen`
+    /// asked for port 0.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// An example config, for `isopace types`.
+    pub(crate) fn example() -> serde_json::Value {
+        serde_json::json!({
+            "listen": "127.0.0.1:7000",
+            "upstream": "127.0.0.1:7001",
+            "connect_timeout": "5s",
+            "max_connections": 1024,
+            "idle_timeout": "5m"
+        })
+    }
+}
+
+#[async_trait]
+impl Component for TcpProxy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        let listener = TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
+        let addr = listener.local_addr()?;
+        self.local_addr = Some(addr);
+        let shared = Arc::new(Shared::new(
+            &self.name,
+            &self.config,
+            env,
+            self.active.clone(),
+        ));
+        let (stop, stopped) = oneshot::channel();
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        tracing::info!(listen = %addr, upstream = %self.config.upstream, "tcp-proxy listening");
+        let task = env.spawn(serve(
+            listener,
+            shared,
+            limit,
+            self.config.max_connections,
+            stopped,
+        ));
+        self.running = Some(Running { stop, task });
+        Ok(())
+    }
+
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let _ = running
+            .stop
+            .send(Instant::now() + self.config.drain_timeout);
+        match running.task.await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => Err("the accept loop panicked".into()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        // Never stopped: aborting the accept loop drops its listener and connections.
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+        }
+    }
+}
+
+/// What every connection task of one proxy shares.
+struct Shared {
+    component: Arc<str>,
+    upstream: String,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    accepted: Counter,
+    closed: Counter,
+    failed: Counter,
+    bytes: Counter,
+    connect_seconds: Histogram,
+    active: Gauge,
+    /// When the last connect failure was logged as a warning, to keep an unreachable
+    /// upstream from flooding the log (milliseconds since `epoch`).
+    last_failure_warning: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn new(name: &str, config: &TcpProxyConfig, env: &Env, active: Gauge) -> Self {
+        let observer = env.observer();
+        Shared {
+            component: Arc::from(name),
+            upstream: config.upstream.clone(),
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            accepted: observer.counter("tcp_proxy_connections_accepted"),
+            closed: observer.counter("tcp_proxy_connections_closed"),
+            failed: observer.counter("tcp_proxy_connections_failed"),
+            bytes: observer.counter("tcp_proxy_bytes"),
+            connect_seconds: observer.histogram("tcp_proxy_upstream_connect_seconds"),
+            active,
+            last_failure_warning: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn connect_failed(
+        &self,
+        reason: &'static str,
+        peer: SocketAddr,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.failed.add(
+            1,
+            &[attr("component", &*self.component), attr("reason", reason)],
+        );
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_failure_warning.load(Ordering::Relaxed);
+        let quiet = last == u64::MAX || now.saturating_sub(last) >= 1_000;
+        if quiet
+            && self
+                .last_failure_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%peer, upstream = %self.upstream, %error, "cannot reach the upstream; closing the client connection");
+        } else {
+            tracing::debug!(%peer, upstream = %self.upstream, %error, "cannot reach the upstream; closing the client connection");
+        }
+    }
+}
+
+const SATURATION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    mut stopped: oneshot::Receiver<Instant>,
+) {
+    let mut connections = JoinSet::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut last_saturation_log: Option<Instant> = None;
+    let deadline = loop {
+        if permit.is_none() {
+            match Arc::clone(&limit).try_acquire_owned() {
+                Ok(p) => permit = Some(p),
+                Err(_) => {
+                    if last_saturation_log.is_none_or(|t| t.elapsed() >= SATURATION_LOG_INTERVAL) {
+                        last_saturation_log = Some(Instant::now());
+                        tracing::warn!(
+                            max_connections,
+                            "tcp-proxy at max_connections: new connections wait in the accept backlog"
+                        );
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            deadline = &mut stopped => break deadline.unwrap_or_else(|_| Instant::now()),
+            Some(done) = connections.join_next() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("a tcp-proxy connection task panicked");
+                }
+            }
+            p = Arc::clone(&limit).acquire_owned(), if permit.is_none() => {
+                permit = p.ok();
+            }
+            accepted = listener.accept(), if permit.is_some() => match accepted {
+                Ok((client, peer)) => {
+                    let permit = permit.take();
+                    connections.spawn(relay(client, peer, Arc::clone(&shared), permit));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: pause rather than spin.
+                    tracing::error!(error = %e, "tcp-proxy cannot accept; retrying in 100ms");
+                    tokio::select! {
+                        deadline = &mut stopped => break deadline.unwrap_or_else(|_| Instant::now()),
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    };
+    drop(listener);
+    if connections.is_empty() {
+        tracing::info!("tcp-proxy stopped accepting");
+        return;
+    }
+    tracing::info!(
+        open = connections.len(),
+        "tcp-proxy stopped accepting; letting open connections finish"
+    );
+    let drained = tokio::time::timeout_at(deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "tcp-proxy drain deadline passed; closing the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Counts a connection as active while it lives, however it ends (even when aborted).
+struct Active<'a>(&'a Shared);
+
+impl<'a> Active<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let component = [attr("component", &*shared.component)];
+        shared.accepted.add(1, &component);
+        shared.active.add(1, &component);
+        Active(shared)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let component = [attr("component", &*self.0.component)];
+        self.0.active.add(-1, &component);
+        self.0.closed.add(1, &component);
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let _active = Active::new(&shared);
+    let started = Instant::now();
+    let connect = tokio::time::timeout(
+        shared.connect_timeout,
+        TcpStream::connect(shared.upstream.as_str()),
+    );
+    let mut upstream = match connect.await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(e)) => return shared.connect_failed("connect", peer, &e),
+        Err(_) => {
+            let e = format!("no connection within {:?}", shared.connect_timeout);
+            return shared.connect_failed("timeout", peer, &e);
+        }
+    };
+    shared.connect_seconds.observe(
+        started.elapsed().as_secs_f64(),
+        &[attr("component", &*shared.component)],
+    );
+    // Small request/response exchanges should not wait for Nagle's algorithm at the proxy.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+
+    let activity = Activity::new(shared.idle_timeout.is_some());
+    let (client_read, client_write) = client.split();
+    let (upstream_read, upstream_write) = upstream.split();
+    let both = async {
+        tokio::try_join!(
+            pipe(
+                client_read,
+                upstream_write,
+                &shared,
+                "to_upstream",
+                &activity
+            ),
+            pipe(upstream_read, client_write, &shared, "to_client", &activity),
+        )
+    };
+    let result = match shared.idle_timeout {
+        None => both.await.map(|_| ()),
+        Some(limit) => tokio::select! {
+            result = both => result.map(|_| ()),
+            () = activity.idle_for(limit) => {
+                tracing::debug!(%peer, idle = ?limit, "closing an idle connection");
+                Ok(())
+            }
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The last time bytes moved on a connection, for the idle timeout.
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start`; `None` when no idle timeout is set, to skip the clock.
+    last: Option<AtomicU64>,
+}
+
+impl Activity {
+    fn new(tracked: bool) -> Self {
+        Activity {
+            start: Instant::now(),
+            last: tracked.then(|| AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        if let Some(last) = &self.last {
+            last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes once no byte has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.last.as_ref().map_or(0, |l| l.load(Ordering::Relaxed));
+            let deadline = self.start + Duration::from_millis(last) + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+const BUFFER: usize = 64 * 1024;
+/// Bytes are added to the counter in batches of at least this much (and when a direction
+/// ends), so a busy connection does not pay for a metric update per read.
+const FLUSH_BYTES: u64 = 1 << 20;
+
+/// Copies `from` to `to` until EOF, then shuts down the write side of `to`.
+async fn pipe<R, W>(
+    mut from: R,
+    mut to: W,
+    shared: &Shared,
+    direction: &'static str,
+    activity: &Activity,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut tally = Tally {
+        counter: &shared.bytes,
+        component: &shared.component,
+        direction,
+        pending: 0,
+    };
+    let mut buffer = vec![0; BUFFER];
+    loop {
+        let n = from.read(&mut buffer).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buffer[..n]).await?;
+        activity.touch();
+        tally.add(n as u64);
+    }
+}
+
+/// Bytes copied but not yet counted; counted when dropped too, so an aborted connection's
+/// bytes are not lost.
+struct Tally<'a> {
+    counter: &'a Counter,
+    component: &'a str,
+    direction: &'static str,
+    pending: u64,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, n: u64) {
+        self.pending += n;
+        if self.pending >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            self.counter.add(
+                self.pending,
+                &[
+                    attr("component", self.component),
+                    attr("direction", self.direction),
+                ],
+            );
+            self.pending = 0;
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+
+    /// Echoes every connection back, shutting down its write side at EOF.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A started proxy to `upstream` on a free loopback port, with `extra` config.
+    async fn proxy(
+        upstream: SocketAddr,
+        extra: serde_json::Value,
+        metrics: &MetricsRegistry,
+    ) -> (TcpProxy, Env, SocketAddr) {
+        let mut value = json!({"listen": "127.0.0.1:0", "upstream": upstream.to_string()});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let env = Env::new(isopace_config::Config::default(), Arc::new(metrics.clone()))
+            .for_component("edge");
+        let mut proxy = TcpProxy::new("edge", config(value).unwrap())
+            .unwrap()
+            .with_metrics(metrics);
+        proxy.start(&env).await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        (proxy, env, addr)
+    }
+
+    /// The value of the sample `series` (name and labels, as rendered), if present.
+    fn sample(metrics: &MetricsRegistry, series: &str) -> Option<f64> {
+        let text = metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    async fn echo_once(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+        stream.write_all(data).await.unwrap();
+        let mut back = vec![0; data.len()];
+        stream.read_exact(&mut back).await.unwrap();
+        back
+    }
+
+    /// Reads until EOF or an error; `true` if the peer closed within a second.
+    async fn closed_soon(stream: &mut TcpStream) -> bool {
+        let mut sink = [0; 64];
+        let read = async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_clients_get_exactly_their_bytes_back() {
+        const SIZE: usize = 64 * 1024;
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+        let clients: Vec<_> = (0..100_u32)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let data: Vec<u8> = (0..SIZE as u32)
+                        .map(|j| (j.wrapping_mul(7) ^ i.wrapping_mul(131)) as u8)
+                        .collect();
+                    let mut stream = TcpStream::connect(addr).await.unwrap();
+                    let (mut r, mut w) = stream.split();
+                    let send = async {
+                        w.write_all(&data).await.unwrap();
+                        w.shutdown().await.unwrap();
+                    };
+                    let mut back = Vec::with_capacity(SIZE);
+                    let ((), read) = tokio::join!(send, r.read_to_end(&mut back));
+                    read.unwrap();
+                    back == data
+                })
+            })
+            .collect();
+        for (i, client) in clients.into_iter().enumerate() {
+            assert!(client.await.unwrap(), "client {i} got other bytes back");
+        }
+        proxy.stop(&env).await.unwrap();
+
+        let total = (100 * SIZE) as f64;
+        for (series, want) in [
+            (
+                r#"tcp_proxy_connections_accepted_total{component="edge"}"#,
+                100.0,
+            ),
+            (
+                r#"tcp_proxy_connections_closed_total{component="edge"}"#,
+                100.0,
+            ),
+            (r#"tcp_proxy_connections_active{component="edge"}"#, 0.0),
+            (
+                r#"tcp_proxy_bytes_total{component="edge",direction="to_upstream"}"#,
+                total,
+            ),
+            (
+                r#"tcp_proxy_bytes_total{component="edge",direction="to_client"}"#,
+                total,
+            ),
+            (
+                r#"tcp_proxy_upstream_connect_seconds_count{component="edge"}"#,
+                100.0,
+            ),
+        ] {
+            assert_eq!(
+                sample(&metrics, series),
+                Some(want),
+                "{series}\n{}",
+                metrics.render()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(dead, json!({}), &metrics).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_soon(&mut client).await);
+        proxy.stop(&env).await.unwrap();
+        let failed = r#"tcp_proxy_connections_failed_total{component="edge",reason="connect"}"#;
+        assert_eq!(sample(&metrics, failed), Some(1.0));
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"tcp_proxy_connections_active{component="edge"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_refuses_new_clients_at_once_and_closes_open_ones_at_the_drain_deadline() {
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) =
+            proxy(upstream, json!({"drain_timeout": "300ms"}), &metrics).await;
+        let mut open = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(echo_once(&mut open, b"ping").await, b"ping");
+
+        let started = Instant::now();
+        let stopping = tokio::spawn(async move {
+            proxy.stop(&env).await.unwrap();
+            started.elapsed()
+        });
+        let refused = async {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(250), refused)
+            .await
+            .expect("new connections are refused once stop begins");
+        // The open connection still works while it drains.
+        assert_eq!(echo_once(&mut open, b"pong").await, b"pong");
+        let took = stopping.await.unwrap();
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(closed_soon(&mut open).await);
+    }
+
+    #[tokio::test]
+    async fn stop_returns_as_soon_as_open_connections_finish() {
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+        let mut open = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(echo_once(&mut open, b"ping").await, b"ping");
+        let started = Instant::now();
+        let stopping = tokio::spawn(async move { proxy.stop(&env).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !stopping.is_finished(),
+            "stop waits for the open connection"
+        );
+        drop(open);
+        stopping.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed() {
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) =
+            proxy(upstream, json!({"idle_timeout": "100ms"}), &metrics).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            // Traffic keeps it open past the timeout.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(echo_once(&mut client, b"tick").await, b"tick");
+        }
+        let quiet = Instant::now();
+        assert!(closed_soon(&mut client).await);
+        assert!(quiet.elapsed() >= Duration::from_millis(90));
+        proxy.stop(&env).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn at_max_connections_new_clients_wait_until_one_closes() {
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(upstream, json!({"max_connections": 1}), &metrics).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(echo_once(&mut first, b"one").await, b"one");
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second.write_all(b"two").await.unwrap();
+        let mut back = [0; 3];
+        let waited =
+            tokio::time::timeout(Duration::from_millis(150), second.read_exact(&mut back)).await;
+        assert!(
+            waited.is_err(),
+            "the second client is not served while the first is open"
+        );
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(2), second.read_exact(&mut back))
+            .await
+            .expect("served once the first closed")
+            .unwrap();
+        assert_eq!(&back, b"two");
+        drop(second);
+        proxy.stop(&env).await.unwrap();
+    }
+
+    fn config(value: serde_json::Value) -> Result<TcpProxyConfig, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    #[test]
+    fn defaults_fill_what_the_descriptor_leaves_out() {
+        let c =
+            config(json!({"listen": "127.0.0.1:7000", "upstream": "db.internal:5432"})).unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        let c = config(json!({
+            "listen": "[::1]:7000", "upstream": "[::1]:7001",
+            "connect_timeout": "250ms", "max_connections": 3, "idle_timeout": 30, "drain_timeout": "1s"
+        }))
+        .unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.max_connections, 3);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let listen = "127.0.0.1:7000";
+        for (value, needle) in [
+            (
+                json!({"listen": listen, "upstream": "no-port"}),
+                "host:port",
+            ),
+            (json!({"listen": listen, "upstream": "host:0"}), "host:port"),
+            (json!({"listen": listen, "upstream": ":80"}), "host:port"),
+            (
+                json!({"listen": listen, "upstream": "h:1", "max_connections": 0}),
+                "at least 1",
+            ),
+            (
+                json!({"listen": listen, "upstream": "h:1", "connect_timeout": "0s"}),
+                "greater than zero",
+            ),
+            (
+                json!({"listen": listen, "upstream": "h:1", "upstreams": []}),
+                "unknown field",
+            ),
+            (json!({"listen": "nowhere", "upstream": "h:1"}), "address"),
+        ] {
+            let e = config(value.clone()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{value}: {e}");
+        }
+        assert!(config(TcpProxy::example()).is_ok());
+    }
+}

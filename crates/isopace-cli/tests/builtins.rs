@@ -1,0 +1,304 @@
+//! The `tcp-proxy` and `exec` built-in types inside a host, and `exec` children inside the
+//! real `isopace` binary when it dies or is forced to exit.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use isopace_cli::{TcpProxy, TcpProxyConfig};
+use isopace_host::{BoxError, Component, Env, Host, async_trait};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Answers each connection with `tag` and then echoes it.
+async fn tagged_echo(tag: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                if w.write_all(tag).await.is_ok() {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A proxy that tells the test where it listens once the host has started it.
+struct Published {
+    proxy: TcpProxy,
+    addr: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+#[async_trait]
+impl Component for Published {
+    fn name(&self) -> &str {
+        self.proxy.name()
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        self.proxy.start(env).await?;
+        *self.addr.lock().unwrap() = self.proxy.local_addr();
+        Ok(())
+    }
+    async fn stop(&mut self, env: &Env) -> Result<(), BoxError> {
+        self.proxy.stop(env).await
+    }
+}
+
+fn proxy(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    drain: &str,
+) -> (Published, Arc<Mutex<Option<SocketAddr>>>) {
+    let config: TcpProxyConfig = serde_json::from_value(serde_json::json!({
+        "listen": listen, "upstream": upstream, "drain_timeout": drain
+    }))
+    .unwrap();
+    let addr = Arc::new(Mutex::new(None));
+    let published = Published {
+        proxy: TcpProxy::new("edge", config).unwrap(),
+        addr: Arc::clone(&addr),
+    };
+    (published, addr)
+}
+
+async fn read_tag(stream: &mut TcpStream) -> [u8; 4] {
+    let mut tag = [0; 4];
+    stream.read_exact(&mut tag).await.unwrap();
+    tag
+}
+
+async fn echo(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).await.unwrap();
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).await.unwrap();
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_sends_new_connections_to_the_new_upstream() {
+    let one = tagged_echo(b"one:").await;
+    let two = tagged_echo(b"two:").await;
+    let host = Host::builder().build();
+    host.start().await.unwrap();
+    let (old, addr) = proxy("127.0.0.1:0".parse().unwrap(), one, "5s");
+    host.deploy(old).await.unwrap();
+    let addr = addr.lock().unwrap().unwrap();
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(&read_tag(&mut open).await, b"one:");
+
+    // As the deployer does: build the replacement, undeploy the old one, deploy the new.
+    let (new, _) = proxy(addr, two, "5s");
+    let undeploy = tokio::spawn({
+        let host = host.clone();
+        async move { host.undeploy("edge").await }
+    });
+    let refused = async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), refused)
+        .await
+        .expect("the old listener closes when its stop begins");
+    // Draining: the open connection keeps its old upstream.
+    assert_eq!(echo(&mut open, b"still here").await, b"still here");
+    assert!(!undeploy.is_finished());
+    drop(open);
+    undeploy.await.unwrap().unwrap();
+    host.deploy(new).await.unwrap();
+
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(&read_tag(&mut fresh).await, b"two:");
+    assert_eq!(echo(&mut fresh, b"hello").await, b"hello");
+    drop(fresh);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_stops_a_proxy_with_an_open_connection_within_the_drain_timeout() {
+    let upstream = tagged_echo(b"one:").await;
+    let host = Host::builder().stop_timeout(Duration::from_secs(5)).build();
+    let (edge, addr) = proxy("127.0.0.1:0".parse().unwrap(), upstream, "200ms");
+    host.register(edge).unwrap();
+    host.start().await.unwrap();
+    let addr = addr.lock().unwrap().unwrap();
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(&read_tag(&mut open).await, b"one:");
+
+    let started = Instant::now();
+    host.stop().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), open.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the open connection is closed at the deadline"
+    );
+}
+
+/// A running `isopace run` over a deploy dir, its log lines collected.
+struct Daemon {
+    child: std::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(deploy: &Path) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_isopace"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ISOPACE") || key == "NOTIFY_SOCKET" {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .args(["run", "--no-watch", "--deploy"])
+            .arg(deploy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is gone: no process, or a zombie nobody is left to reap.
+fn dead(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A deploy dir with one `exec` that writes its pid to `pid` and then runs `script`.
+fn deploy_child(dir: &Path, script: &str) -> std::path::PathBuf {
+    let pid = dir.join("pid");
+    let deploy = dir.join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    let descriptor = serde_json::json!({
+        "name": "worker",
+        "type": "exec",
+        "config": {
+            "command": ["sh", "-c", script],
+            "env": {"PIDFILE": pid},
+            "stop_grace": "10s"
+        }
+    });
+    fs::write(deploy.join("worker.json"), descriptor.to_string()).unwrap();
+    deploy
+}
+
+fn read_pid(dir: &Path) -> u32 {
+    let file = dir.join("pid");
+    let mut pid = None;
+    wait_for("the child's pid", || {
+        pid = fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+#[test]
+fn a_child_dies_with_a_killed_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = deploy_child(
+        dir.path(),
+        "echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; exec sleep 60",
+    );
+    let mut daemon = Daemon::start(&deploy);
+    let pid = read_pid(dir.path());
+    assert!(!dead(pid));
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    wait_for("the child to die with the daemon", || dead(pid));
+}
+
+#[test]
+fn a_second_signal_kills_a_child_that_is_still_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    // The grandchild shows that the whole group is killed, not only the direct child (which
+    // the kernel's parent-death signal would take care of).
+    let deploy = deploy_child(
+        dir.path(),
+        "trap '' TERM; sleep 60 & echo $! > \"$PIDFILE.bg\"; \
+         echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; wait",
+    );
+    let mut daemon = Daemon::start(&deploy);
+    let pid = read_pid(dir.path());
+    let grandchild: u32 = fs::read_to_string(dir.path().join("pid.bg"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    daemon.signal("TERM");
+    wait_for("the child's stop to begin", || {
+        daemon.logged("stopping the child")
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !dead(pid) && !dead(grandchild),
+        "both ignore SIGTERM for the 10s grace"
+    );
+    daemon.signal("TERM");
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    wait_for("the child to be killed", || dead(pid));
+    wait_for("the grandchild to be killed", || dead(grandchild));
+}
