@@ -1,1 +1,15 @@
-//! Shared helpers for the cross-crate integration tests in `tests/integration`.
+//! Shared helpers for the cross-crate integration tests in `tests/integration`: the probe
+//! component, the deploy fixture, log capture and process measurements.
+#![doc = include_str!("../README.md")]
+
+mod capture;
+mod fixture;
+mod probe;
+mod process;
+
+pub use capture::LogCapture;
+pub use fixture::{FIXTURE_CONFIG, Fixture, FixtureOptions, write_atomically};
+pub use probe::{
+    Event, Lifecycle, PROBE_TYPE, Probe, ProbeConfig, ProbeError, probe_descriptor, probe_registry,
+};
+pub use process::{SoakLength, alive_tasks, rss_bytes};

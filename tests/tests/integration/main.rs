@@ -1,3 +1,6 @@
 //! Cross-crate integration tests: one binary, one module per topic.
 
+mod faults;
+mod model;
 mod observe;
+mod soak;
