@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, error::Error as StdError, fmt, sync::Arc};
 
+use crate::metrics::CounterFamily;
+
 /// The traces-and-metrics facade.
 ///
 /// Object-safe and `Send + Sync`, so a host can share one `Arc<dyn Observer>` with every
@@ -223,32 +225,51 @@ pub trait CounterBackend: Send + Sync {
 /// A monotonically increasing instrument. Cheap to clone; clones share the series.
 #[derive(Clone)]
 pub struct Counter {
-    inner: Option<Arc<dyn CounterBackend>>,
+    inner: CounterInner,
+}
+
+#[derive(Clone)]
+enum CounterInner {
+    Noop,
+    Backend(Arc<dyn CounterBackend>),
+    /// A [`MetricsRegistry`](crate::MetricsRegistry) counter, called without a vtable so the
+    /// common add inlines into the caller.
+    Registry(Arc<CounterFamily>),
 }
 
 impl Counter {
     /// A counter that records nothing. Does not allocate.
     pub const fn noop() -> Self {
-        Counter { inner: None }
+        Counter {
+            inner: CounterInner::Noop,
+        }
     }
 
     /// A counter backed by an implementation.
     pub fn new(backend: Arc<dyn CounterBackend>) -> Self {
         Counter {
-            inner: Some(backend),
+            inner: CounterInner::Backend(backend),
+        }
+    }
+
+    pub(crate) fn registry(family: Arc<CounterFamily>) -> Self {
+        Counter {
+            inner: CounterInner::Registry(family),
         }
     }
 
     /// Whether this counter records anything.
     pub fn is_recording(&self) -> bool {
-        self.inner.is_some()
+        !matches!(self.inner, CounterInner::Noop)
     }
 
     /// Adds `n` to the series identified by `attrs`.
     #[inline]
     pub fn add(&self, n: u64, attrs: &[Attr<'_>]) {
-        if let Some(inner) = &self.inner {
-            inner.add(n, attrs);
+        match &self.inner {
+            CounterInner::Noop => {}
+            CounterInner::Backend(b) => b.add(n, attrs),
+            CounterInner::Registry(f) => f.add(n, attrs),
         }
     }
 }

@@ -28,9 +28,7 @@ use self::{
 };
 use crate::{
     error::{Error, MetricKind},
-    facade::{
-        Attr, Counter, CounterBackend, Histogram, HistogramBackend, Observer, Span, SpanBackend,
-    },
+    facade::{Attr, Counter, Histogram, HistogramBackend, Observer, Span, SpanBackend},
 };
 
 /// Prometheus's default histogram buckets, in seconds: 5 ms to 10 s.
@@ -147,7 +145,7 @@ impl MetricsRegistry {
     pub fn try_counter(&self, name: &str) -> Result<Counter, Error> {
         let name = counter_name(name);
         match self.get(&name, MetricKind::Counter)? {
-            Metric::Counter(f) => Ok(Counter::new(f)),
+            Metric::Counter(f) => Ok(Counter::registry(f)),
             other => Err(self.conflict(&name, other.kind(), MetricKind::Counter)),
         }
     }
@@ -375,14 +373,24 @@ impl Observer for MetricsRegistry {
     }
 }
 
-impl CounterBackend for Family<ShardedCounter> {
+/// A registry counter. [`Counter`] calls it directly rather than through a vtable, so an
+/// add without attributes inlines into the caller.
+pub(crate) type CounterFamily = Family<ShardedCounter>;
+
+impl CounterFamily {
     #[inline]
-    fn add(&self, n: u64, attrs: &[Attr<'_>]) {
+    pub(crate) fn add(&self, n: u64, attrs: &[Attr<'_>]) {
         if attrs.is_empty() {
             self.unlabelled.add(n);
         } else {
-            self.with(&SortedAttrs::new(attrs), |c| c.fetch_add(n, Relaxed));
+            self.add_labelled(n, attrs);
         }
+    }
+
+    // Out of line, so the inlined part of `add` stays small.
+    #[inline(never)]
+    fn add_labelled(&self, n: u64, attrs: &[Attr<'_>]) {
+        self.with(&SortedAttrs::new(attrs), |c| c.fetch_add(n, Relaxed));
     }
 }
 

@@ -98,7 +98,7 @@ impl HistogramCell {
 }
 
 /// What a family needs from its cells.
-pub(super) trait Series: Send + Sync + 'static {
+pub(crate) trait Series: Send + Sync + 'static {
     /// The cell of a labelled series.
     type Labelled: Send + Sync + 'static;
     /// What rendering reads from a cell.
@@ -196,7 +196,7 @@ type SeriesMap<L> = HashMap<u64, Vec<Arc<Labelled<L>>>, BuildHasherDefault<Ident
 
 /// All series of one metric: the unlabelled one inline, so an add without attributes is one
 /// atomic operation, and the labelled ones in a map keyed by the hash of the label set.
-pub(super) struct Family<S: Series> {
+pub(crate) struct Family<S: Series> {
     pub(super) unlabelled: S,
     labelled: RwLock<SeriesMap<S::Labelled>>,
     seed: u64,

@@ -27,7 +27,7 @@ struct Padded(AtomicU64);
 
 /// A monotonically increasing count spread over per-thread cells.
 #[derive(Default)]
-pub(super) struct ShardedCounter {
+pub(crate) struct ShardedCounter {
     cells: [Padded; OWNED + SHARED],
 }
 
