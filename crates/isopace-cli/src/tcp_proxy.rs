@@ -14,8 +14,11 @@ use isopace_host::{BoxError, Component, Env, async_trait};
 use isopace_observe::{Counter, Gauge, Histogram, MetricsRegistry, attr};
 use serde::{Deserialize, Deserializer, de};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpListener, TcpStream,
+        tcp::{ReadHalf, WriteHalf},
+    },
     sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     task::{JoinHandle, JoinSet},
     time::Instant,
@@ -420,24 +423,11 @@ async fn relay(
     let _ = upstream.set_nodelay(true);
 
     let activity = Activity::new(shared.idle_timeout.is_some());
-    let (client_read, client_write) = client.split();
-    let (upstream_read, upstream_write) = upstream.split();
-    let both = async {
-        tokio::try_join!(
-            pipe(
-                client_read,
-                upstream_write,
-                &shared,
-                "to_upstream",
-                &activity
-            ),
-            pipe(upstream_read, client_write, &shared, "to_client", &activity),
-        )
-    };
+    let both = relay_bytes(&mut client, &mut upstream, &shared, &activity);
     let result = match shared.idle_timeout {
-        None => both.await.map(|_| ()),
+        None => both.await,
         Some(limit) => tokio::select! {
-            result = both => result.map(|_| ()),
+            result = both => result,
             () = activity.idle_for(limit) => {
                 tracing::debug!(%peer, idle = ?limit, "closing an idle connection");
                 Ok(())
@@ -483,29 +473,49 @@ impl Activity {
     }
 }
 
+/// Copies both ways until both sides have finished sending, or one fails.
+async fn relay_bytes(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    shared: &Shared,
+    activity: &Activity,
+) -> io::Result<()> {
+    let (client_read, client_write) = client.split();
+    let (upstream_read, upstream_write) = upstream.split();
+    tokio::try_join!(
+        copy(
+            client_read,
+            upstream_write,
+            Tally::new(shared, "to_upstream"),
+            activity
+        ),
+        copy(
+            upstream_read,
+            client_write,
+            Tally::new(shared, "to_client"),
+            activity
+        ),
+    )?;
+    Ok(())
+}
+
+/// Per direction; larger buffers measured no faster on loopback, smaller ones slower.
 const BUFFER: usize = 64 * 1024;
 /// Bytes are added to the counter in batches of at least this much (and when a direction
 /// ends), so a busy connection does not pay for a metric update per read.
 const FLUSH_BYTES: u64 = 1 << 20;
 
 /// Copies `from` to `to` until EOF, then shuts down the write side of `to`.
-async fn pipe<R, W>(
-    mut from: R,
-    mut to: W,
-    shared: &Shared,
-    direction: &'static str,
+///
+/// The buffer is allocated once the first bytes arrive, so a connection that never sends
+/// costs no buffer in that direction.
+async fn copy(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    mut tally: Tally<'_>,
     activity: &Activity,
-) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut tally = Tally {
-        counter: &shared.bytes,
-        component: &shared.component,
-        direction,
-        pending: 0,
-    };
+) -> io::Result<()> {
+    from.as_ref().readable().await?;
     let mut buffer = vec![0; BUFFER];
     loop {
         let n = from.read(&mut buffer).await?;
@@ -527,7 +537,16 @@ struct Tally<'a> {
     pending: u64,
 }
 
-impl Tally<'_> {
+impl<'a> Tally<'a> {
+    fn new(shared: &'a Shared, direction: &'static str) -> Self {
+        Tally {
+            counter: &shared.bytes,
+            component: &shared.component,
+            direction,
+            pending: 0,
+        }
+    }
+
     fn add(&mut self, n: u64) {
         self.pending += n;
         if self.pending >= FLUSH_BYTES {
