@@ -109,9 +109,12 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// that backlog is full). Reaching the limit is logged as a warning, at most once a minute.
 ///
 /// Stop closes the listener at once, lets open connections finish for up to
-/// `drain_timeout`, then closes the rest. A replacement deployed on the same address (a
-/// redeploy to a new upstream) therefore serves every connection made after the old one's
-/// stop began; connections already open keep their old upstream until they end.
+/// `drain_timeout`, then closes the rest. In a redeploy (say, to a new upstream) the
+/// replacement binds the same address once the old proxy's stop has returned: connections
+/// already open keep their old upstream until they end or the drain deadline passes, new
+/// ones go to the new upstream, and connections attempted while the old proxy drains are
+/// refused. Keep `drain_timeout` short where redeploys must be quick, and under the host's
+/// stop timeout.
 ///
 /// Metrics, all labelled `component`:
 /// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
@@ -172,7 +175,8 @@ impl TcpProxy {
             "upstream": "127.0.0.1:7001",
             "connect_timeout": "5s",
             "max_connections": 1024,
-            "idle_timeout": "5m"
+            "idle_timeout": "5m",
+            "drain_timeout": "10s"
         })
     }
 }
@@ -501,9 +505,6 @@ async fn relay_bytes(
 
 /// Per direction; larger buffers measured no faster on loopback, smaller ones slower.
 const BUFFER: usize = 64 * 1024;
-/// Bytes are added to the counter in batches of at least this much (and when a direction
-/// ends), so a busy connection does not pay for a metric update per read.
-const FLUSH_BYTES: u64 = 1 << 20;
 
 /// Copies `from` to `to` until EOF, then shuts down the write side of `to`.
 ///
@@ -512,7 +513,7 @@ const FLUSH_BYTES: u64 = 1 << 20;
 async fn copy(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
-    mut tally: Tally<'_>,
+    tally: Tally<'_>,
     activity: &Activity,
 ) -> io::Result<()> {
     from.as_ref().readable().await?;
@@ -528,13 +529,11 @@ async fn copy(
     }
 }
 
-/// Bytes copied but not yet counted; counted when dropped too, so an aborted connection's
-/// bytes are not lost.
+/// The byte counter of one direction of a connection.
 struct Tally<'a> {
     counter: &'a Counter,
     component: &'a str,
     direction: &'static str,
-    pending: u64,
 }
 
 impl<'a> Tally<'a> {
@@ -543,34 +542,19 @@ impl<'a> Tally<'a> {
             counter: &shared.bytes,
             component: &shared.component,
             direction,
-            pending: 0,
         }
     }
 
-    fn add(&mut self, n: u64) {
-        self.pending += n;
-        if self.pending >= FLUSH_BYTES {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.pending > 0 {
-            self.counter.add(
-                self.pending,
-                &[
-                    attr("component", self.component),
-                    attr("direction", self.direction),
-                ],
-            );
-            self.pending = 0;
-        }
-    }
-}
-
-impl Drop for Tally<'_> {
-    fn drop(&mut self) {
-        self.flush();
+    /// Counts `n` bytes at once, so long-lived connections show up as they go: an update
+    /// is a small fraction of the system calls that moved the bytes.
+    fn add(&self, n: u64) {
+        self.counter.add(
+            n,
+            &[
+                attr("component", self.component),
+                attr("direction", self.direction),
+            ],
+        );
     }
 }
 
