@@ -271,6 +271,7 @@ async fn components(State(state): State<Arc<AdminState>>, headers: HeaderMap) ->
                 "state": s.state.as_str(),
                 "since": timestamp(s.since),
                 "last_error": s.last_error,
+                "details": state.runtime.details.get(&s.name),
             })
         })
         .collect();

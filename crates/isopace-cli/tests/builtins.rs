@@ -302,3 +302,23 @@ fn a_second_signal_kills_a_child_that_is_still_stopping() {
     wait_for("the child to be killed", || dead(pid));
     wait_for("the grandchild to be killed", || dead(grandchild));
 }
+
+#[test]
+fn a_second_interrupt_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = deploy_child(
+        dir.path(),
+        "trap '' TERM INT; echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; \
+         while :; do sleep 1; done",
+    );
+    let mut daemon = Daemon::start(&deploy);
+    let pid = read_pid(dir.path());
+    daemon.signal("INT");
+    wait_for("the child's stop to begin", || {
+        daemon.logged("stopping the child")
+    });
+    daemon.signal("INT");
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    wait_for("the child to be killed", || dead(pid));
+}

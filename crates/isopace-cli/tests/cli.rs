@@ -516,3 +516,37 @@ fn the_config_files_log_level_applies_and_changes_live() {
     daemon.signal("INT");
     assert_eq!(daemon.wait().code(), Some(0));
 }
+
+#[test]
+fn components_show_an_exec_childs_pid_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    fs::write(
+        dir.path().join("00_admin.json"),
+        format!(
+            r#"{{"name": "admin", "type": "admin", "config": {{"listen": "127.0.0.1:{port}"}}}}"#
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("10_sleeper.json"),
+        r#"{"name": "sleeper", "type": "exec", "config": {"command": ["sleep", "60"], "stop_grace": "2s"}}"#,
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(dir.path(), &[], &[]);
+    let details = wait_for("the child's pid in /components", || {
+        let list = json(&http_get(port, "/components", None)?.body);
+        let sleeper = component(&list, "sleeper")?.clone();
+        sleeper["details"]["pid"]
+            .as_u64()
+            .map(|_| sleeper["details"].clone())
+    });
+    assert_eq!(details["state"], "running");
+    assert_eq!(details["restarts"], 0);
+    let pid = details["pid"].as_u64().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
+    // Stopped and reaped by the daemon: no process, not even a zombie, is left with that pid.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
