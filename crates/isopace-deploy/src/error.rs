@@ -48,7 +48,8 @@ impl Position {
         } else {
             Position {
                 line: self.line + line - 1,
-                column,
+                // serde_json says column 0 for an error at a newline; columns count from 1.
+                column: column.max(1),
             }
         }
     }
