@@ -1,4 +1,4 @@
-//! Shared helpers for the cross-crate integration tests in `tests/integration`: the probe
+//! What the cross-crate integration tests in `tests/integration` share: the probe
 //! component, the deploy fixture, log capture and process measurements.
 #![doc = include_str!("../README.md")]
 
