@@ -95,6 +95,12 @@ pub(crate) fn resolve(root: &Map<String, Value>, rest: &str) -> Result<Vec<Strin
     if rest.is_empty() {
         return Err(Skip::Malformed("nothing follows the prefix"));
     }
+    // A dot would make a key whose dot path collides with a nested key's.
+    if rest.contains('.') {
+        return Err(Skip::Malformed(
+            "`.` in a variable name (separate levels with `_` or `__`)",
+        ));
+    }
     if rest.contains("__") {
         let groups: Vec<&str> = rest.split("__").collect();
         if groups

@@ -92,7 +92,8 @@ fn parse_json(bytes: &[u8], file: Option<&Path>) -> Result<Value, Error> {
         format: Format::Json,
         file: file.map(Path::to_path_buf),
         line: e.line(),
-        column: e.column(),
+        // serde_json says column 0 for an error at a newline; columns count from 1.
+        column: if e.line() > 0 { e.column().max(1) } else { 0 },
         source: Box::new(e),
     })
 }
