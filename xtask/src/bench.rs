@@ -109,16 +109,20 @@ const TARGETS: &[Target] = &[
 ];
 
 pub(crate) fn run(root: &Path, extra_args: &[String]) -> Result<(), String> {
-    let mut cmd = Command::new(crate::cargo());
-    cmd.args(["bench", "--workspace", "--benches", "--locked", "--"])
-        .args(["--warm-up-time", "1", "--measurement-time", "3"])
-        .args(extra_args)
-        .current_dir(root);
-    let status = cmd
-        .status()
-        .map_err(|e| format!("could not run cargo bench: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo bench failed ({status})"));
+    // Each criterion bench by name: `--benches` would also hand criterion's flags to the
+    // libraries' own test harnesses, which reject them.
+    for (package, bench) in bench_targets(root)? {
+        println!("==> bench {package}/{bench}");
+        let status = Command::new(crate::cargo())
+            .args(["bench", "--locked", "-p", &package, "--bench", &bench, "--"])
+            .args(["--warm-up-time", "1", "--measurement-time", "3"])
+            .args(extra_args)
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("could not run cargo bench: {e}"))?;
+        if !status.success() {
+            return Err(format!("bench {package}/{bench} failed ({status})"));
+        }
     }
     let target = target_dir(root);
     let report = report(&target)?;
@@ -126,6 +130,33 @@ pub(crate) fn run(root: &Path, extra_args: &[String]) -> Result<(), String> {
     fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Every `[[bench]]` target of the workspace's packages, as (package, bench).
+fn bench_targets(root: &Path) -> Result<Vec<(String, String)>, String> {
+    let output = Command::new(crate::cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("could not run cargo metadata: {e}"))?;
+    let metadata: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata printed invalid JSON: {e}"))?;
+    let mut benches = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_bench = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bench"));
+            if is_bench {
+                benches.push((
+                    package["name"].as_str().unwrap_or_default().to_owned(),
+                    target["name"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    benches.sort();
+    Ok(benches)
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -341,6 +372,23 @@ mod tests {
         assert_eq!(get, Some(15.5));
         assert_eq!(p95, Some(52.5));
         assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn every_target_names_a_bench_of_the_workspace() {
+        let benches = bench_targets(&crate::workspace_root()).expect("cargo metadata");
+        for (package, bench) in [
+            ("isopace-observe", "observe"),
+            ("isopace-config", "config"),
+            ("isopace-host", "host"),
+            ("isopace-deploy", "deploy"),
+            ("isopace-cli", "tcp_proxy"),
+        ] {
+            assert!(
+                benches.contains(&(package.to_owned(), bench.to_owned())),
+                "{package}/{bench} missing from {benches:?}"
+            );
+        }
     }
 
     #[test]
