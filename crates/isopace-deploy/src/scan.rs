@@ -146,6 +146,9 @@ pub(crate) struct ScanState {
     dirty: bool,
 }
 
+/// Directories with at least this many descriptors are stat'ed on several threads.
+const PARALLEL_STAT_FROM: usize = 512;
+
 /// Lists `*.json` files, calling `each` with the file name, its path and its metadata:
 /// hidden names skipped, symlinks followed, directories skipped. The order is the
 /// directory's; callers that need lexical order sort or key by name.
@@ -157,6 +160,7 @@ fn list(
         dir: dir.to_path_buf(),
         source,
     };
+    let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(directory)? {
         let entry = entry.map_err(directory)?;
         let Ok(file_name) = entry.file_name().into_string() else {
@@ -165,18 +169,41 @@ fn list(
         if file_name.starts_with('.') || !file_name.ends_with(".json") {
             continue;
         }
-        let path = entry.path();
-        // A symlink is followed; a dangling link or a loop is that file's error.
-        let meta = match entry.file_type() {
-            Ok(t) if !t.is_symlink() => entry.metadata(),
-            _ => fs::metadata(&path),
-        };
+        entries.push((file_name, entry));
+    }
+    let metas = stat_all(&entries);
+    for ((file_name, entry), meta) in entries.into_iter().zip(metas) {
         if meta.as_ref().is_ok_and(|m| m.is_dir()) {
             continue;
         }
-        each(file_name, path, meta);
+        each(file_name, entry.path(), meta);
     }
     Ok(())
+}
+
+/// Each entry's metadata, following symlinks (a dangling link or a loop is that file's
+/// error). A rescan of a large directory is mostly these system calls, and they run in
+/// parallel well, so big directories spread them over a few threads.
+fn stat_all(entries: &[(String, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata>> {
+    let stat = |(_, entry): &(String, fs::DirEntry)| match entry.file_type() {
+        Ok(t) if !t.is_symlink() => entry.metadata(),
+        _ => fs::metadata(entry.path()),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || entries.len() < PARALLEL_STAT_FROM {
+        return entries.iter().map(stat).collect();
+    }
+    let chunk = entries.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(stat).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().expect("stat does not panic"))
+            .collect()
+    })
 }
 
 /// Where `${VAR}` values come from.

@@ -515,3 +515,23 @@ async fn the_deployer_scans_after_start_returns_and_stops_its_loop() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(host.status_of("c").is_none());
 }
+
+#[tokio::test]
+async fn a_large_directory_is_listed_whole_and_in_order() {
+    // Enough files that their metadata is read on several threads.
+    let f = Fixture::new().await;
+    for i in 0..600 {
+        f.write(&format!("{i:04}.json"), &probe(&format!("c{i:04}"), "{}"));
+    }
+    f.write("0300.json", &probe("c0300", r#"{"nope": 1}"#));
+    let report = f.scan().await;
+    assert_eq!(report.deployed.len(), 599);
+    assert_eq!(report.failures.len(), 1);
+    assert!(report.failures[0].file().ends_with("0300.json"));
+    let names = f.host.components();
+    assert_eq!(names.first().map(String::as_str), Some("c0000"));
+    assert_eq!(names.last().map(String::as_str), Some("c0599"));
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "lexical order");
+    assert_eq!(f.deployer.status().len(), 600);
+    assert!(f.scan().await.is_quiet());
+}
