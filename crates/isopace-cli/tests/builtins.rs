@@ -1,17 +1,18 @@
 //! The `tcp-proxy` and `exec` built-in types inside a host, and `exec` children inside the
 //! real `isopace` binary when it dies or is forced to exit.
 
+mod common;
+
 use std::{
     fs,
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
+use common::{Daemon, wait_until};
 use isopace_cli::{TcpProxy, TcpProxyConfig};
 use isopace_host::{BoxError, Component, Env, Host, async_trait};
 use tokio::{
@@ -154,67 +155,6 @@ async fn the_host_stops_a_proxy_with_an_open_connection_within_the_drain_timeout
     );
 }
 
-/// A running `isopace run` over a deploy dir, its log lines collected.
-struct Daemon {
-    child: std::process::Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(deploy: &Path) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_isopace"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ISOPACE") || key == "NOTIFY_SOCKET" {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .args(["run", "--no-watch", "--deploy"])
-            .arg(deploy)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Whether `pid` is gone: no process, or a zombie nobody is left to reap.
 fn dead(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -246,7 +186,7 @@ fn deploy_child(dir: &Path, script: &str) -> std::path::PathBuf {
 fn read_pid(dir: &Path) -> u32 {
     let file = dir.join("pid");
     let mut pid = None;
-    wait_for("the child's pid", || {
+    wait_until("the child's pid", || {
         pid = fs::read_to_string(&file)
             .ok()
             .and_then(|t| t.trim().parse().ok());
@@ -262,12 +202,12 @@ fn a_child_dies_with_a_killed_daemon() {
         dir.path(),
         "echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; exec sleep 60",
     );
-    let mut daemon = Daemon::start(&deploy);
+    let mut daemon = Daemon::start(&deploy, &["--no-watch"], &[]);
     let pid = read_pid(dir.path());
     assert!(!dead(pid));
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
-    wait_for("the child to die with the daemon", || dead(pid));
+    wait_until("the child to die with the daemon", || dead(pid));
 }
 
 #[test]
@@ -280,7 +220,7 @@ fn a_second_signal_kills_a_child_that_is_still_stopping() {
         "trap '' TERM; sleep 60 & echo $! > \"$PIDFILE.bg\"; \
          echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; wait",
     );
-    let mut daemon = Daemon::start(&deploy);
+    let mut daemon = Daemon::start(&deploy, &["--no-watch"], &[]);
     let pid = read_pid(dir.path());
     let grandchild: u32 = fs::read_to_string(dir.path().join("pid.bg"))
         .unwrap()
@@ -288,8 +228,8 @@ fn a_second_signal_kills_a_child_that_is_still_stopping() {
         .parse()
         .unwrap();
     daemon.signal("TERM");
-    wait_for("the child's stop to begin", || {
-        daemon.logged("stopping the child")
+    wait_until("the child's stop to begin", || {
+        daemon.log_has("stopping the child")
     });
     thread::sleep(Duration::from_millis(100));
     assert!(
@@ -299,8 +239,8 @@ fn a_second_signal_kills_a_child_that_is_still_stopping() {
     daemon.signal("TERM");
     let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
-    wait_for("the child to be killed", || dead(pid));
-    wait_for("the grandchild to be killed", || dead(grandchild));
+    wait_until("the child to be killed", || dead(pid));
+    wait_until("the grandchild to be killed", || dead(grandchild));
 }
 
 #[test]
@@ -311,14 +251,14 @@ fn a_second_interrupt_exits_130() {
         "trap '' TERM INT; echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; \
          while :; do sleep 1; done",
     );
-    let mut daemon = Daemon::start(&deploy);
+    let mut daemon = Daemon::start(&deploy, &["--no-watch"], &[]);
     let pid = read_pid(dir.path());
     daemon.signal("INT");
-    wait_for("the child's stop to begin", || {
-        daemon.logged("stopping the child")
+    wait_until("the child's stop to begin", || {
+        daemon.log_has("stopping the child")
     });
     daemon.signal("INT");
     let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    wait_for("the child to be killed", || dead(pid));
+    wait_until("the child to be killed", || dead(pid));
 }

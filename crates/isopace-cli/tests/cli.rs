@@ -4,29 +4,18 @@
 //! only a package's own integration tests get its binary's path (`CARGO_BIN_EXE_isopace`),
 //! and no other crate may depend on the CLI.
 
+mod common;
+
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_isopace");
-
-fn isopace() -> Command {
-    let mut cmd = Command::new(BIN);
-    // Only what a test sets reaches the daemon's configuration overrides.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ISOPACE") || key == "NOTIFY_SOCKET" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use common::{Daemon, isopace, wait_for};
 
 /// A free loopback port (released just before use; the window for a race is tiny).
 fn free_port() -> u16 {
@@ -35,18 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls `check` until it returns `Some` or 15 s pass.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Response {
@@ -75,74 +52,6 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<Response> {
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// A running `isopace run` whose log lines are collected.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(deploy: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
-        let mut cmd = isopace();
-        cmd.args(["run", "--deploy"])
-            .arg(deploy)
-            .args(["--scan-interval", "200ms"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd.spawn().expect("the binary starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the log reader drain.
-                thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not exit");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn log_has(&self, needle: &str) -> bool {
-        self.log().iter().any(|l| l.contains(needle))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn write_atomically(path: &Path, text: &str) {

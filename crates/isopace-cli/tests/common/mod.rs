@@ -1,0 +1,109 @@
+//! Helpers shared by the tests that drive the real `isopace` binary.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_isopace");
+
+pub(crate) fn isopace() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what a test sets reaches the daemon's configuration overrides.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ISOPACE") || key == "NOTIFY_SOCKET" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Polls `check` until it returns `Some` or 15 s pass.
+pub(crate) fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` until it holds or 15 s pass.
+pub(crate) fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    wait_for(what, || check().then_some(()));
+}
+
+/// A running `isopace run` whose log lines are collected.
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub(crate) fn start(deploy: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        let mut cmd = isopace();
+        cmd.args(["run", "--deploy"])
+            .arg(deploy)
+            .args(["--scan-interval", "200ms"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub(crate) fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the log reader drain.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not exit");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub(crate) fn log_has(&self, needle: &str) -> bool {
+        self.log().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
