@@ -62,6 +62,15 @@ fn descriptor(name: &str, tag: u64) -> String {
     )
 }
 
+/// The deployer's loop and its blocking reads need more than one thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The reference's rescan: list the directory, read every descriptor and compare it with
 /// what was applied last time.
 fn reread_baseline(dir: &Path, applied: &HashMap<PathBuf, Vec<u8>>) -> usize {
@@ -83,11 +92,7 @@ fn reread_baseline(dir: &Path, applied: &HashMap<PathBuf, Vec<u8>>) -> usize {
 
 fn rescan_unchanged(c: &mut Criterion) {
     const FILES: usize = 10_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     // Old enough that metadata is trusted (files modified within the last second are re-read).
     let old = SystemTime::now() - Duration::from_secs(60);
@@ -126,11 +131,7 @@ fn rescan_unchanged(c: &mut Criterion) {
 
 fn redeploy_latency(c: &mut Criterion) {
     const TRIES: usize = 100;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edge.json");
     fs::write(&path, descriptor("edge", 0)).expect("write");

@@ -101,13 +101,8 @@ impl Registry {
         F: Fn(&str, serde_json::Value, &Env) -> Result<C, BoxError> + Send + Sync + 'static,
         C: Component,
     {
-        let make = move |d: &Descriptor, env: Option<&Env>| match env {
-            None => Ok(None),
-            Some(env) => factory(&d.name, d.config.clone(), env)
-                .map(|c| Some(Box::new(c) as Box<dyn Component>))
-                .map_err(|e| build_error(d, &*e)),
-        };
-        self.insert(type_name, description, example, Arc::new(make))
+        // A JSON value is the most permissive typed config: it always decodes.
+        self.register_typed::<serde_json::Value, _, _>(type_name, description, example, factory)
     }
 
     /// Registers a factory whose config is deserialized into its own serde type `T`.
