@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     Entry, Error, Format, Handle, Snapshot, Source, env,
     format::parse_tree,
+    local,
     tree::{Tree, redact_value},
 };
 
@@ -206,37 +207,37 @@ impl Config {
     /// The value at a dot path, cloned; numeric segments index arrays and `""` is the whole
     /// tree.
     pub fn get(&self, path: &str) -> Option<Value> {
-        self.inner.tree.load().lookup(path).cloned()
+        local::with_tree(&self.inner, |tree| tree.get(path))
     }
 
     /// The text at `path`, or `default`. Numbers and bools are rendered as text (as the
     /// environment variable spelled them, when one set the value).
     pub fn string(&self, path: &str, default: &str) -> String {
-        self.inner.tree.load().string(path, default)
+        local::with_tree(&self.inner, |tree| tree.string(path, default))
     }
 
     /// The integer at `path`, or `default`. Accepts numbers and numeric strings; a fraction,
     /// NaN or a value outside `i64` gives the default.
     pub fn int(&self, path: &str, default: i64) -> i64 {
-        self.inner.tree.load().int(path, default)
+        local::with_tree(&self.inner, |tree| tree.int(path, default))
     }
 
     /// The bool at `path`, or `default`. Accepts bools and the strings `"true"`/`"false"` (any
     /// case).
     pub fn bool(&self, path: &str, default: bool) -> bool {
-        self.inner.tree.load().bool(path, default)
+        local::with_tree(&self.inner, |tree| tree.bool(path, default))
     }
 
     /// The duration at `path`, or `default`. Accepts Go-style strings (see
     /// [`parse_duration`](crate::parse_duration)) and numbers of seconds; negative, NaN,
     /// infinite and out-of-range values give the default.
     pub fn duration(&self, path: &str, default: Duration) -> Duration {
-        self.inner.tree.load().duration(path, default)
+        local::with_tree(&self.inner, |tree| tree.duration(path, default))
     }
 
     /// Decodes the whole tree into `T`.
     pub fn unmarshal<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        self.inner.tree.load().unmarshal_key("")
+        local::with_tree(&self.inner, |tree| tree.unmarshal_key(""))
     }
 
     /// Decodes the subtree at `path` into `T`; a missing path is [`Error::MissingKey`].
@@ -244,7 +245,7 @@ impl Config {
     /// Numbers and bools decode into text fields and numeric or bool text into number or bool
     /// fields, so a value that came through an environment variable fits either way.
     pub fn unmarshal_key<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        self.inner.tree.load().unmarshal_key(path)
+        local::with_tree(&self.inner, |tree| tree.unmarshal_key(path))
     }
 
     /// One consistent view of the whole tree, for reads that must belong together.
@@ -264,7 +265,7 @@ impl Config {
 
     /// Where the value at `path` came from, or `None` when there is no such value.
     pub fn source_of(&self, path: &str) -> Option<Source> {
-        self.inner.tree.load().source_of(path)
+        local::with_tree(&self.inner, |tree| tree.source_of(path))
     }
 
     /// Every leaf (scalars, arrays and empty objects) with its dot path, value, source and

@@ -39,6 +39,13 @@
 //! Every read goes through an [`arc_swap::ArcSwap`] and never blocks, also while a reload
 //! swaps the tree. Use [`Config::snapshot`] when several reads must come from one generation,
 //! and [`Config::handle`] for a typed value read on a hot path.
+//!
+//! The getters on [`Config`] (`get`, `string`, `int`, ...) read through a small per-thread
+//! cache of the current tree, checked against the config's generation with one atomic load, so
+//! they write to no shared memory at all. A reload is seen by the next read on every thread.
+//! The price is memory: each thread keeps the tree it last read, for up to four configs, so
+//! after a reload the old tree is freed once every thread that read it has read again (or
+//! exited).
 
 mod config;
 mod de;
@@ -47,6 +54,8 @@ mod env;
 mod error;
 mod format;
 mod handle;
+mod index;
+mod local;
 mod tree;
 mod watcher;
 

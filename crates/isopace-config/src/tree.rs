@@ -1,18 +1,17 @@
 //! One immutable generation of the configuration: values, provenance, and the reads on them.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    hash::{BuildHasherDefault, Hasher},
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::{Error, de::decode, duration, env::EnvOrigin};
+use crate::{
+    Error,
+    de::decode,
+    duration,
+    env::EnvOrigin,
+    index::{PathIndex, Slot},
+};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,19 +155,10 @@ pub(crate) struct Tree {
     pub(crate) digest: u64,
     /// Every dot path of the tree, so a read is one hash lookup instead of a split and a map
     /// search per level.
-    index: HashMap<Box<str>, Slot, BuildHasherDefault<PathHasher>>,
+    index: PathIndex,
     /// Whether any array exists: only then can a path missing from the index (`list.0.x`)
     /// still resolve.
     has_arrays: bool,
-}
-
-/// What the index knows about a path.
-#[derive(Debug)]
-enum Slot {
-    /// A scalar or array, copied so the read needs no walk.
-    Leaf(Value),
-    /// An object: walk the tree (copying every subtree would make the index quadratic).
-    Branch,
 }
 
 impl Default for Tree {
@@ -185,12 +175,13 @@ impl Tree {
         generation: u64,
         digest: u64,
     ) -> Tree {
-        let mut index = HashMap::default();
+        let mut paths = Vec::new();
         let mut has_arrays = false;
         if let Value::Object(map) = &root {
             let mut path = String::new();
-            index_object(map, &mut path, &mut index, &mut has_arrays);
+            index_object(map, &mut path, &mut paths, &mut has_arrays);
         }
+        let index = PathIndex::new(paths);
         Tree {
             root,
             env,
@@ -206,7 +197,7 @@ impl Tree {
 fn index_object(
     map: &Map<String, Value>,
     path: &mut String,
-    index: &mut HashMap<Box<str>, Slot, BuildHasherDefault<PathHasher>>,
+    index: &mut Vec<(String, Slot)>,
     has_arrays: &mut bool,
 ) {
     for (key, value) in map {
@@ -222,67 +213,21 @@ fn index_object(
         path.push_str(key);
         match value {
             Value::Object(child) => {
-                index.insert(path.as_str().into(), Slot::Branch);
+                index.push((path.clone(), Slot::Branch));
                 index_object(child, path, index, has_arrays);
             }
             other => {
                 *has_arrays |= other.is_array();
-                index.insert(path.as_str().into(), Slot::Leaf(other.clone()));
+                index.push((path.clone(), Slot::Leaf(other.clone())));
             }
         }
         path.truncate(len);
     }
 }
 
-/// FxHash-style multiply-rotate hashing: several times faster than SipHash on short keys.
-/// Its keys are the config file's own paths, not attacker-chosen input, so collision
-/// resistance buys nothing here.
-#[derive(Default)]
-struct PathHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl PathHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for PathHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Follows a dot path; numeric segments index arrays. The empty path is the whole tree.
+#[cold]
+#[inline(never)]
 pub(crate) fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     if path.is_empty() {
         return Some(root);
@@ -307,6 +252,21 @@ impl Tree {
             None if self.has_arrays || path.is_empty() => lookup(&self.root, path),
             None => None,
         }
+    }
+
+    /// The value at `path`, cloned.
+    #[inline]
+    pub(crate) fn get(&self, path: &str) -> Option<Value> {
+        // Arm by arm rather than `Value::clone`, whose generated code builds the value on the
+        // stack and copies it out at an offset, which stalls store-to-load forwarding.
+        Some(match self.lookup(path)? {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Number(n) => Value::Number(n.clone()),
+            Value::String(s) => Value::String(s.clone()),
+            Value::Array(items) => Value::Array(items.clone()),
+            Value::Object(map) => Value::Object(map.clone()),
+        })
     }
 
     pub(crate) fn string(&self, path: &str, default: &str) -> String {
