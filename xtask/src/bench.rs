@@ -101,8 +101,15 @@ const TARGETS: &[Target] = &[
         rule: Rule::AtMostMs(250.0),
     },
     Target {
-        what: "tcp-proxy: throughput through the proxy vs direct (16 MiB echo)",
+        what: "tcp-proxy: throughput through the proxy vs direct (16 MiB echo), system \
+               congestion control",
         measured: "tcp_proxy/throughput/proxied",
+        baseline: Some("tcp_proxy/throughput/direct"),
+        rule: Rule::ThroughputAtLeast(0.8),
+    },
+    Target {
+        what: "tcp-proxy: the same with `congestion_control: cubic` on the proxy's sockets",
+        measured: "tcp_proxy/throughput/proxied_cubic",
         baseline: Some("tcp_proxy/throughput/direct"),
         rule: Rule::ThroughputAtLeast(0.8),
     },
@@ -335,11 +342,14 @@ fn machine() -> String {
             |kb| format!("{:.0} GiB", kb / 1048576.0),
         );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let sysctl = |path: &str| {
+        fs::read_to_string(path).map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned())
+    };
     format!(
-        "Machine: {cores} cores ({cpu}), {memory} memory, Linux {}, {}; measured {}.\n",
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        "Machine: {cores} cores ({cpu}), {memory} memory, Linux {}, TCP congestion control {}, \
+         {}; measured {}.\n",
+        sysctl("/proc/sys/kernel/osrelease"),
+        sysctl("/proc/sys/net/ipv4/tcp_congestion_control"),
         first_line("rustc", &["--version"]),
         first_line("date", &["-u", "+%Y-%m-%d"]),
     )

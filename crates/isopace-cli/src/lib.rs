@@ -9,6 +9,8 @@ mod exec;
 mod heartbeat;
 mod run;
 mod runtime;
+#[cfg(target_os = "linux")]
+mod splice;
 mod tcp_proxy;
 
 use std::process::ExitCode;

@@ -14,11 +14,8 @@ use isopace_host::{BoxError, Component, Env, async_trait};
 use isopace_observe::{Counter, Gauge, Histogram, MetricsRegistry, attr};
 use serde::{Deserialize, Deserializer, de};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        TcpListener, TcpStream,
-        tcp::{ReadHalf, WriteHalf},
-    },
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     task::{JoinHandle, JoinSet},
     time::Instant,
@@ -50,6 +47,17 @@ pub struct TcpProxyConfig {
     /// (default 10s, under the host's default stop timeout of 15s).
     #[serde(default = "ten_seconds", with = "isopace_config::serde_duration")]
     pub drain_timeout: Duration,
+    /// The TCP congestion control algorithm of the proxy's own sockets, towards the client
+    /// and towards the upstream, e.g. `"cubic"` (Linux only; default: the system's,
+    /// `net.ipv4.tcp_congestion_control`).
+    ///
+    /// Worth setting where the system default paces every connection in the kernel: BBR
+    /// without the `fq` qdisc does so with a timer per socket (always on loopback), and a
+    /// proxy holds two sockets per connection. An algorithm outside
+    /// `net.ipv4.tcp_allowed_congestion_control` needs `CAP_NET_ADMIN`; start fails when the
+    /// algorithm cannot be set.
+    #[serde(default, deserialize_with = "algorithm_name")]
+    pub congestion_control: Option<String>,
 }
 
 fn five_seconds() -> Duration {
@@ -87,6 +95,27 @@ fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Er
     Ok(text)
 }
 
+fn algorithm_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    check_algorithm_name(&name).map_err(de::Error::custom)?;
+    Ok(Some(name))
+}
+
+/// A congestion control algorithm's name as the kernel takes it: 1 to 15 bytes.
+fn check_algorithm_name(name: &str) -> Result<(), String> {
+    let valid = (1..16).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a congestion control algorithm name (1 to 15 letters, digits, `_` or `-`)"
+        ))
+    }
+}
+
 fn check_host_port(text: &str) -> Result<(), String> {
     let valid = text
         .rsplit_once(':')
@@ -103,6 +132,12 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
 /// the write side of the other, so half-closed protocols work. A connection that cannot
 /// reach the upstream within `connect_timeout` is closed and counted as failed.
+///
+/// On Linux the bytes move with `splice(2)` through a pipe per direction, so they are never
+/// copied through user space (elsewhere, or when no pipe can be had, through a 64 KiB
+/// buffer); the two directions run as separate tasks, so a busy connection can use two
+/// cores. A connection thus holds four file descriptors besides its two sockets: raise
+/// `LimitNOFILE` (or `ulimit -n`) to suit `max_connections`.
 ///
 /// At `max_connections`, the proxy stops accepting until a connection closes: further
 /// clients wait in the kernel's accept backlog (and are refused by the kernel only when
@@ -144,6 +179,12 @@ impl TcpProxy {
         check_host_port(&config.upstream)?;
         if config.max_connections == 0 || config.connect_timeout.is_zero() {
             return Err("`max_connections` and `connect_timeout` must be greater than zero".into());
+        }
+        if let Some(name) = &config.congestion_control {
+            check_algorithm_name(name)?;
+            if !cfg!(target_os = "linux") {
+                return Err("`congestion_control` is supported on Linux only".into());
+            }
         }
         Ok(TcpProxy {
             name: name.to_owned(),
@@ -192,6 +233,12 @@ impl Component for TcpProxy {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
         let addr = listener.local_addr()?;
+        #[cfg(target_os = "linux")]
+        if let Some(name) = &self.config.congestion_control {
+            // On the listener first: a name the kernel refuses fails the start, not every
+            // connection (and accepted sockets start with the listener's algorithm).
+            congestion::set(&listener, name).map_err(|e| congestion::explain(name, &e))?;
+        }
         self.local_addr = Some(addr);
         let shared = Arc::new(Shared::new(
             &self.name,
@@ -249,6 +296,8 @@ struct Shared {
     bytes: Counter,
     connect_seconds: Histogram,
     active: Gauge,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    congestion_control: Option<Box<str>>,
     /// When the last connect failure was logged as a warning, to keep an unreachable
     /// upstream from flooding the log (milliseconds since `epoch`).
     last_failure_warning: AtomicU64,
@@ -263,6 +312,7 @@ impl Shared {
             upstream: config.upstream.clone(),
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            congestion_control: config.congestion_control.as_deref().map(Box::from),
             accepted: observer.counter("tcp_proxy_connections_accepted"),
             closed: observer.counter("tcp_proxy_connections_closed"),
             failed: observer.counter("tcp_proxy_connections_failed"),
@@ -399,7 +449,7 @@ impl Drop for Active<'_> {
 }
 
 async fn relay(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -410,7 +460,7 @@ async fn relay(
         shared.connect_timeout,
         TcpStream::connect(shared.upstream.as_str()),
     );
-    let mut upstream = match connect.await {
+    let upstream = match connect.await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => return shared.connect_failed("connect", peer, &e),
         Err(_) => {
@@ -425,9 +475,17 @@ async fn relay(
     // Small request/response exchanges should not wait for Nagle's algorithm at the proxy.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    if let Some(name) = &shared.congestion_control {
+        for socket in [&client, &upstream] {
+            if let Err(e) = congestion::set(socket, name) {
+                tracing::debug!(%peer, error = %e, algorithm = %name, "cannot set the congestion control");
+            }
+        }
+    }
 
-    let activity = Activity::new(shared.idle_timeout.is_some());
-    let both = relay_bytes(&mut client, &mut upstream, &shared, &activity);
+    let activity = Arc::new(Activity::new(shared.idle_timeout.is_some()));
+    let both = relay_bytes(client, upstream, &shared, &activity);
     let result = match shared.idle_timeout {
         None => both.await,
         Some(limit) => tokio::select! {
@@ -477,30 +535,120 @@ impl Activity {
     }
 }
 
+/// Choosing a socket's TCP congestion control algorithm (`TCP_CONGESTION`).
+#[cfg(target_os = "linux")]
+mod congestion {
+    use std::{io, os::fd::AsRawFd};
+
+    pub(super) fn set(socket: &impl AsRawFd, name: &str) -> io::Result<()> {
+        // SAFETY: the option value is `name`'s bytes, valid for the length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                name.as_ptr().cast(),
+                name.len() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The algorithm a socket uses.
+    #[cfg(test)]
+    pub(super) fn get(socket: &impl AsRawFd) -> io::Result<String> {
+        let mut name = [0u8; 16];
+        let mut len = name.len() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `name` and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let name = &name[..len as usize];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+    }
+
+    /// Why the kernel refused `name`, with what it would take.
+    pub(super) fn explain(name: &str, error: &io::Error) -> String {
+        let file = |which: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/tcp_{which}_congestion_control"))
+                .map(|list| list.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned())
+        };
+        match error.raw_os_error() {
+            Some(libc::ENOENT) => format!(
+                "congestion_control `{name}`: the kernel has no such algorithm (available: {})",
+                file("available")
+            ),
+            Some(libc::EPERM) => format!(
+                "congestion_control `{name}`: not permitted; without CAP_NET_ADMIN only \
+                 net.ipv4.tcp_allowed_congestion_control may be chosen ({})",
+                file("allowed")
+            ),
+            _ => format!("congestion_control `{name}`: {error}"),
+        }
+    }
+}
+
 /// Copies both ways until both sides have finished sending, or one fails.
+///
+/// The upstream-to-client direction runs as a task of its own, so on a multi-threaded
+/// runtime the two directions of a busy connection move bytes on two cores at once. It is
+/// aborted when this future ends or is dropped (an idle timeout, or the drain deadline).
 async fn relay_bytes(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    shared: &Shared,
-    activity: &Activity,
+    client: TcpStream,
+    upstream: TcpStream,
+    shared: &Arc<Shared>,
+    activity: &Arc<Activity>,
 ) -> io::Result<()> {
-    let (client_read, client_write) = client.split();
-    let (upstream_read, upstream_write) = upstream.split();
-    tokio::try_join!(
-        copy(
-            client_read,
-            upstream_write,
-            Tally::new(shared, "to_upstream"),
-            activity
-        ),
-        copy(
-            upstream_read,
-            client_write,
-            Tally::new(shared, "to_client"),
-            activity
-        ),
-    )?;
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let back = AbortOnDrop(tokio::spawn(copy(
+        upstream_read,
+        client_write,
+        Tally::new(shared, "to_client"),
+        Arc::clone(activity),
+    )));
+    let forth = copy(
+        client_read,
+        upstream_write,
+        Tally::new(shared, "to_upstream"),
+        Arc::clone(activity),
+    );
+    tokio::try_join!(forth, back.join())?;
     Ok(())
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl AbortOnDrop<io::Result<()>> {
+    async fn join(mut self) -> io::Result<()> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Per direction; larger buffers measured no faster on loopback, smaller ones slower.
@@ -510,13 +658,38 @@ const BUFFER: usize = 64 * 1024;
 ///
 /// The buffer is allocated once the first bytes arrive, so a connection that never sends
 /// costs no buffer in that direction.
-async fn copy(
-    mut from: ReadHalf<'_>,
-    mut to: WriteHalf<'_>,
-    tally: Tally<'_>,
-    activity: &Activity,
-) -> io::Result<()> {
+async fn copy<R, W>(from: R, to: W, tally: Tally, activity: Arc<Activity>) -> io::Result<()>
+where
+    R: AsyncRead + AsRef<TcpStream> + Unpin,
+    W: AsyncWrite + AsRef<TcpStream> + Unpin,
+{
     from.as_ref().readable().await?;
+    #[cfg(target_os = "linux")]
+    match crate::splice::Pipe::new() {
+        Ok(pipe) => {
+            return crate::splice::relay(from.as_ref(), to, &pipe, |n| {
+                activity.touch();
+                tally.add(n);
+            })
+            .await;
+        }
+        Err(e) => tracing::debug!(error = %e, "no pipe to splice through; copying via a buffer"),
+    }
+    copy_buffered(from, to, tally, activity).await
+}
+
+/// [`copy`] through a buffer in user space: where `splice(2)` is not available, or when the
+/// process is out of file descriptors for a pipe.
+async fn copy_buffered<R, W>(
+    mut from: R,
+    mut to: W,
+    tally: Tally,
+    activity: Arc<Activity>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buffer = vec![0; BUFFER];
     loop {
         let n = from.read(&mut buffer).await?;
@@ -530,17 +703,15 @@ async fn copy(
 }
 
 /// The byte counter of one direction of a connection.
-struct Tally<'a> {
-    counter: &'a Counter,
-    component: &'a str,
+struct Tally {
+    shared: Arc<Shared>,
     direction: &'static str,
 }
 
-impl<'a> Tally<'a> {
-    fn new(shared: &'a Shared, direction: &'static str) -> Self {
+impl Tally {
+    fn new(shared: &Arc<Shared>, direction: &'static str) -> Self {
         Tally {
-            counter: &shared.bytes,
-            component: &shared.component,
+            shared: Arc::clone(shared),
             direction,
         }
     }
@@ -548,10 +719,10 @@ impl<'a> Tally<'a> {
     /// Counts `n` bytes at once, so long-lived connections show up as they go: an update
     /// is a small fraction of the system calls that moved the bytes.
     fn add(&self, n: u64) {
-        self.counter.add(
+        self.shared.bytes.add(
             n,
             &[
-                attr("component", self.component),
+                attr("component", &*self.shared.component),
                 attr("direction", self.direction),
             ],
         );
@@ -856,10 +1027,92 @@ mod tests {
                 "unknown field",
             ),
             (json!({"listen": "nowhere", "upstream": "h:1"}), "address"),
+            (
+                json!({"listen": listen, "upstream": "h:1", "congestion_control": ""}),
+                "not a congestion control algorithm name",
+            ),
+            (
+                json!({"listen": listen, "upstream": "h:1", "congestion_control": "a b"}),
+                "not a congestion control algorithm name",
+            ),
+            (
+                json!({"listen": listen, "upstream": "h:1", "congestion_control": "x".repeat(16)}),
+                "1 to 15",
+            ),
         ] {
             let e = config(value.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{value}: {e}");
         }
         assert!(config(TcpProxy::example()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_buffered_copy_relays_until_eof_and_counts() {
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let env = Env::new(isopace_config::Config::default(), Arc::new(metrics.clone()));
+        let shared = Arc::new(Shared::new(
+            "edge",
+            &config(json!({"listen": "127.0.0.1:0", "upstream": upstream.to_string()})).unwrap(),
+            &env,
+            Gauge::noop(),
+        ));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let to_echo = TcpStream::connect(upstream).await.unwrap();
+        let (echo_read, echo_write) = to_echo.into_split();
+        let send = copy_buffered(
+            &data[..],
+            echo_write,
+            Tally::new(&shared, "to_upstream"),
+            Arc::new(Activity::new(false)),
+        );
+        let mut back = Vec::new();
+        let (sent, received) = tokio::join!(send, async {
+            let mut echo_read = echo_read;
+            echo_read.read_to_end(&mut back).await
+        });
+        sent.unwrap();
+        received.unwrap();
+        assert!(back == data, "the echo returned other bytes");
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"tcp_proxy_bytes_total{component="edge",direction="to_upstream"}"#
+            ),
+            Some(data.len() as f64)
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_chosen_congestion_control_is_used_and_an_unknown_one_fails_the_start() {
+        // `reno` is built into every kernel and always allowed without privileges.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        congestion::set(&listener, "reno").unwrap();
+        assert_eq!(congestion::get(&listener).unwrap(), "reno");
+
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) =
+            proxy(upstream, json!({"congestion_control": "reno"}), &metrics).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let data = vec![42; 100_000];
+        assert!(echo_once(&mut stream, &data).await == data);
+        drop(stream);
+        proxy.stop(&env).await.unwrap();
+
+        let value = json!({
+            "listen": "127.0.0.1:0",
+            "upstream": upstream.to_string(),
+            "congestion_control": "no-such-cc",
+        });
+        let mut proxy = TcpProxy::new("edge", config(value).unwrap()).unwrap();
+        let e = proxy.start(&env).await.unwrap_err().to_string();
+        assert!(
+            e.contains("congestion_control `no-such-cc`: the kernel has no such algorithm")
+                && e.contains("available: ")
+                && e.contains("reno"),
+            "{e}"
+        );
     }
 }
