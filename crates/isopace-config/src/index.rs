@@ -88,7 +88,7 @@ impl PathIndex {
     }
 
     /// The slot for `path`, if the tree has that path.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, path: &str) -> Option<&Slot> {
         let bytes = path.as_bytes();
         let hash = hash_path(bytes);

@@ -18,8 +18,10 @@ use crate::{config::Inner, tree::Tree};
 const SLOTS: usize = 4;
 
 struct Cached {
-    /// Weak, so the cache never keeps a config alive; also its identity, since the
-    /// allocation cannot be reused while this points at it.
+    /// The config's address: with `config` holding the allocation, no other config can
+    /// have it while this entry exists.
+    id: usize,
+    /// Weak, so the cache never keeps a config alive.
     config: Weak<Inner>,
     tree: Arc<Tree>,
 }
@@ -32,7 +34,7 @@ thread_local! {
 #[inline(always)]
 pub(crate) fn with_tree<R>(config: &Arc<Inner>, read: impl FnOnce(&Tree) -> R) -> R {
     let current = config.generation.load(Ordering::Acquire);
-    let id = Arc::as_ptr(config);
+    let id = Arc::as_ptr(config) as usize;
     let mut read = Some(read);
     let mut value = None;
     let _ = TREES.try_with(|trees| {
@@ -41,7 +43,7 @@ pub(crate) fn with_tree<R>(config: &Arc<Inner>, read: impl FnOnce(&Tree) -> R) -
         let Ok(trees) = trees.try_borrow() else {
             return;
         };
-        if let Some(cached) = trees.iter().find(|cached| cached.config.as_ptr() == id)
+        if let Some(cached) = trees.iter().find(|cached| cached.id == id)
             && cached.tree.generation == current
             && let Some(read) = read.take()
         {
@@ -72,8 +74,8 @@ fn remember(config: &Arc<Inner>, tree: &Arc<Tree>) {
             return;
         };
         trees.retain(|cached| cached.config.strong_count() > 0);
-        let id = Arc::as_ptr(config);
-        if let Some(cached) = trees.iter_mut().find(|cached| cached.config.as_ptr() == id) {
+        let id = Arc::as_ptr(config) as usize;
+        if let Some(cached) = trees.iter_mut().find(|cached| cached.id == id) {
             cached.tree = Arc::clone(tree);
             return;
         }
@@ -81,6 +83,7 @@ fn remember(config: &Arc<Inner>, tree: &Arc<Tree>) {
             trees.remove(0);
         }
         trees.push(Cached {
+            id,
             config: Arc::downgrade(config),
             tree: Arc::clone(tree),
         });

@@ -244,7 +244,7 @@ pub(crate) fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 impl Tree {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, path: &str) -> Option<&Value> {
         match self.index.get(path) {
             Some(Slot::Leaf(value)) => Some(value),
@@ -269,6 +269,7 @@ impl Tree {
         })
     }
 
+    #[inline]
     pub(crate) fn string(&self, path: &str, default: &str) -> String {
         match self.lookup(path) {
             Some(Value::String(s)) => s.clone(),
@@ -280,6 +281,7 @@ impl Tree {
         }
     }
 
+    #[inline]
     pub(crate) fn int(&self, path: &str, default: i64) -> i64 {
         let number = match self.lookup(path) {
             Some(Value::Number(n)) => n.clone(),
@@ -307,6 +309,7 @@ impl Tree {
         }
     }
 
+    #[inline]
     pub(crate) fn bool(&self, path: &str, default: bool) -> bool {
         match self.lookup(path) {
             Some(Value::Bool(b)) => *b,
@@ -316,6 +319,7 @@ impl Tree {
         }
     }
 
+    #[inline]
     pub(crate) fn duration(&self, path: &str, default: Duration) -> Duration {
         self.lookup(path)
             .and_then(duration::from_value)
