@@ -571,7 +571,7 @@ impl Supervision {
         if let Some(cwd) = &config.cwd {
             command.current_dir(cwd);
         }
-        die_with_parent(&mut command);
+        prepare_child(&mut command);
         let mut process = command.spawn().map_err(|e| {
             self.spawn_failures
                 .add(1, &[attr("component", &*self.component)]);
@@ -932,28 +932,35 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
-/// Has the kernel kill the child when the daemon dies, however it dies.
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+/// Sets the child up before it runs its program: the kernel kills it when the daemon dies,
+/// however it dies (Linux), and it gets the open-file limit isopace started with.
+fn prepare_child(command: &mut Command) {
+    let limit = crate::limits::for_children();
+    #[cfg(target_os = "linux")]
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: prctl, getppid and _exit are, and nothing here allocates or locks.
+    // calls are allowed: prctl, getppid, setrlimit and _exit are, and nothing here allocates
+    // or locks.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The daemon died between fork and prctl: the signal will never come.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
-            // The daemon died between fork and prctl: the signal will never come.
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            // Lowering the soft limit cannot fail; if it did, the child keeps the higher one.
+            if let Some(limit) = &limit {
+                libc::setrlimit(libc::RLIMIT_NOFILE, limit);
             }
             Ok(())
         });
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
 
 #[cfg(test)]
 mod tests {

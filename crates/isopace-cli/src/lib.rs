@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exec;
 mod heartbeat;
+mod limits;
 mod run;
 mod runtime;
 #[cfg(target_os = "linux")]

@@ -63,6 +63,11 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
+    match crate::limits::raise_open_files() {
+        Ok(Some((from, to))) => tracing::debug!(from, to, "raised the soft limit on open files"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the soft limit on open files"),
+    }
     if !args.deploy.is_dir() {
         tracing::error!(dir = %args.deploy.display(), "the deploy directory does not exist or is not a directory");
         return EXIT_INVALID_CONFIG;

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Daemon, isopace, wait_for};
+use common::{Daemon, isopace, wait_for, wait_until};
 
 /// A free loopback port (released just before use; the window for a race is tiny).
 fn free_port() -> u16 {
@@ -458,4 +458,70 @@ fn components_show_an_exec_childs_pid_and_restarts() {
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
     // Stopped and reaped by the daemon: no process, not even a zombie, is left with that pid.
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// The soft limit on open files of process `pid`, from `/proc/<pid>/limits`.
+#[cfg(target_os = "linux")]
+fn soft_open_files(pid: u32) -> u64 {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn run_raises_its_open_file_limit_and_exec_children_keep_the_original() {
+    use std::os::unix::process::CommandExt;
+
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let hard = limit.rlim_max.min(1 << 20);
+    let lowered = (hard / 2).min(1000);
+    assert!(
+        lowered >= 64,
+        "the hard limit ({hard}) is too low to test with"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("limits.json"),
+        r#"{"name": "limits", "type": "exec", "config": {
+            "command": ["sh", "-c", "echo soft-limit-$(ulimit -Sn); exec sleep 60"],
+            "stop_grace": "2s"
+        }}"#,
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with(dir.path(), &["--log-level", "debug"], &[], |cmd| {
+        let lowered_limit = libc::rlimit {
+            rlim_cur: lowered,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit is async-signal-safe and reads a struct copied into the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lowered_limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    });
+    wait_until("the child's soft limit in the log", || {
+        daemon.log_has(&format!("soft-limit-{lowered}"))
+    });
+    assert_eq!(soft_open_files(daemon.child.id()), hard);
+    assert!(daemon.log_has("raised the soft limit on open files"));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
 }

@@ -48,6 +48,16 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(deploy: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        Daemon::start_with(deploy, extra, env, |_| {})
+    }
+
+    /// [`Daemon::start`], with `customize` applied to the command last.
+    pub(crate) fn start_with(
+        deploy: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let mut cmd = isopace();
         cmd.args(["run", "--deploy"])
             .arg(deploy)
@@ -59,6 +69,7 @@ impl Daemon {
         for (key, value) in env {
             cmd.env(key, value);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("the binary starts");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
