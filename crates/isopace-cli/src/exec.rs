@@ -936,6 +936,10 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 /// however it dies (Linux), and it gets the open-file limit isopace started with.
 fn prepare_child(command: &mut Command) {
     let limit = crate::limits::for_children();
+    // A pre-exec hook rules out the faster posix_spawn path: add one only for work to do.
+    if !cfg!(target_os = "linux") && limit.is_none() {
+        return;
+    }
     #[cfg(target_os = "linux")]
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe

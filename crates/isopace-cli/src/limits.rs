@@ -1,5 +1,5 @@
 //! The open-file limit. A daemon that holds many sockets needs more descriptors than the
-//! usual soft limit of 1024 (a `tcp-proxy` connection holds six), so `isopace run` raises its
+//! usual soft limit of 1024 (a `tcp-proxy` connection holds two sockets), so `isopace run` raises its
 //! soft limit to the hard one, as systemd expects services to do. `exec` children get the
 //! limit isopace started with, since programs that use `select(2)` break with descriptors
 //! above 1023.
@@ -9,9 +9,20 @@ use std::{io, sync::OnceLock};
 /// The limit before it was raised; set only when it was.
 static ORIGINAL: OnceLock<libc::rlimit> = OnceLock::new();
 
-/// Where the soft limit stops when the hard limit is unlimited: Linux's default
-/// `fs.nr_open`, above which the kernel refuses the limit.
+/// Where the soft limit stops when nothing lower is known: Linux's default `fs.nr_open`.
 const UNLIMITED_CAP: libc::rlim_t = 1 << 20;
+
+/// The most descriptors the kernel lets a process have, which the soft limit may not exceed.
+fn kernel_cap() -> libc::rlim_t {
+    if cfg!(target_os = "macos") {
+        // OPEN_MAX: macOS refuses more however high the hard limit.
+        return 10_240;
+    }
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(UNLIMITED_CAP)
+}
 
 /// The soft and hard limits on open files.
 pub(crate) fn open_files() -> io::Result<libc::rlimit> {
@@ -30,11 +41,7 @@ pub(crate) fn open_files() -> io::Result<libc::rlimit> {
 /// after, or `None` when it was already there.
 pub(crate) fn raise_open_files() -> io::Result<Option<(libc::rlim_t, libc::rlim_t)>> {
     let limit = open_files()?;
-    let mut target = limit.rlim_max.min(UNLIMITED_CAP);
-    if cfg!(target_os = "macos") {
-        // macOS refuses more than OPEN_MAX however high the hard limit.
-        target = target.min(10_240);
-    }
+    let target = limit.rlim_max.min(kernel_cap());
     if limit.rlim_cur >= target {
         return Ok(None);
     }

@@ -1,11 +1,21 @@
 //! Zero-copy relaying on Linux: `splice(2)` moves a connection's bytes from one socket into a
-//! pipe and from the pipe into the other socket as page references, so the payload is never
+//! pipe and from the pipe into the other socket as page references, so the payload is not
 //! copied through user space.
+//!
+//! Pipes come from a small process-wide pool and are held only while a batch of bytes is in
+//! flight, so an idle connection holds none. The kernel charges every pipe's pages to its
+//! user (`fs.pipe-user-pages-soft`), and past that limit every new pipe of that user, in any
+//! process, is cut to two pages: the pool stays far below it ([`MAX_PIPES`] default-sized
+//! pipes), and when no pipe can be had a batch is copied through a buffer instead.
 
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     ptr,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
 };
 
 use tokio::{
@@ -13,43 +23,111 @@ use tokio::{
     net::TcpStream,
 };
 
-/// The pipe size asked for: fewer, larger moves per system call. The kernel may give less
-/// (`/proc/sys/fs/pipe-max-size`); the default pipe holds 64 KiB.
-const PIPE_SIZE: libc::c_int = 1 << 20;
+/// Pipes in use or pooled at once, process-wide: 256 default pipes are 4096 pages, a quarter
+/// of the default per-user limit. Beyond them, batches go through a buffer.
+const MAX_PIPES: usize = 256;
+/// Idle pipes kept for reuse.
+const IDLE_PIPES: usize = 32;
+/// The size of a default pipe; a smaller one means the user is over its pipe limit.
+const DEFAULT_PIPE: usize = 64 * 1024;
+/// The buffer of a batch that cannot be spliced.
+const BUFFER: usize = 64 * 1024;
 
-/// The kernel buffer one direction of a connection moves its bytes through.
+static IDLE: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+static PIPES: AtomicUsize = AtomicUsize::new(0);
+/// Set when the kernel refuses to splice a socket (some sandboxes): every relay copies.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether relays may splice: `SIGPIPE` must not kill the process. A splice into a socket the
+/// peer has closed raises it (unlike `send`, which the runtime calls with `MSG_NOSIGNAL`);
+/// Rust programs ignore it from the start, a program embedding this library might not.
+pub(crate) fn available() -> bool {
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: sigaction is plain data, for which all zeroes is a valid value.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only writes the current one into `current`.
+    let rc = unsafe { libc::sigaction(libc::SIGPIPE, ptr::null(), &mut current) };
+    rc == 0 && current.sa_sigaction != libc::SIG_DFL
+}
+
+/// A kernel pipe, empty whenever it is in the pool.
 #[derive(Debug)]
-pub(crate) struct Pipe {
+struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
-    /// How many bytes one splice into the empty pipe may ask for.
-    capacity: usize,
 }
 
 impl Pipe {
-    /// A non-blocking pipe, enlarged when the kernel allows. Fails when the process is out of
-    /// file descriptors; the caller then copies through a buffer instead.
-    pub(crate) fn new() -> io::Result<Pipe> {
+    /// A non-blocking pipe of the default size, or `None` when the process is out of
+    /// descriptors or its user over the pipe limit.
+    fn new() -> Option<Pipe> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into the array, which we own.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
+            return None;
         }
         // SAFETY: both descriptors were just created and nothing else owns them.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; on failure the pipe keeps its default size.
-        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
-        let size = if size > 0 {
-            size
-        } else {
-            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        let pipe = unsafe {
+            Pipe {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                write: OwnedFd::from_raw_fd(fds[1]),
+            }
         };
-        Ok(Pipe {
-            read,
-            write,
-            capacity: usize::try_from(size).unwrap_or(0).max(4096),
-        })
+        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
+        let size = unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        (usize::try_from(size).is_ok_and(|size| size >= DEFAULT_PIPE)).then_some(pipe)
+    }
+}
+
+/// A pipe taken from the pool. It goes back only when [`Lease::release`] says it is empty:
+/// one dropped mid-batch (an error, an aborted connection) still holds bytes and is closed.
+struct Lease(Option<Pipe>);
+
+impl Lease {
+    fn take() -> Option<Lease> {
+        if let Some(pipe) = IDLE.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return Some(Lease(Some(pipe)));
+        }
+        if PIPES.fetch_add(1, Ordering::Relaxed) >= MAX_PIPES {
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        match Pipe::new() {
+            Some(pipe) => Some(Lease(Some(pipe))),
+            None => {
+                PIPES.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn pipe(&self) -> &Pipe {
+        self.0
+            .as_ref()
+            .expect("a lease holds its pipe until released")
+    }
+
+    /// Returns the (empty) pipe to the pool.
+    fn release(mut self) {
+        let Some(pipe) = self.0.take() else { return };
+        let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_PIPES {
+            idle.push(pipe);
+        } else {
+            drop(idle);
+            drop(pipe);
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            PIPES.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -70,45 +148,113 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     usize::try_from(moved).map_err(|_| io::Error::last_os_error())
 }
 
-/// Moves bytes from `from` to `to` through `pipe` until `from` reaches end of stream, then
-/// shuts down the write side of `to`. Calls `moved` with each batch delivered to `to`.
+/// What one attempt to fill a pipe from the socket found.
+enum Fill {
+    /// This many bytes are in the pipe.
+    Filled(usize),
+    /// Nothing moved: the socket may be empty, at end of stream, or at urgent data, where
+    /// splice stops (saying "would block", or "end of stream" once a FIN is queued) while
+    /// an ordinary read steps over it. A read must tell which.
+    Unsure,
+}
+
+/// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
+/// write side of `to`. Calls `moved` with each batch delivered to `to`.
+///
+/// A batch goes through a pooled pipe with `splice(2)`; when no pipe is free, and to settle
+/// what an empty splice means, it is read into a buffer and written instead.
 pub(crate) async fn relay<W>(
     from: &TcpStream,
     mut to: W,
-    pipe: &Pipe,
     mut moved: impl FnMut(u64),
 ) -> io::Result<()>
 where
     W: AsyncWrite + AsRef<TcpStream> + Unpin,
 {
-    let source = from;
-    let sink = to.as_ref();
+    let mut buffer = Vec::new();
     loop {
-        // Fill only an empty pipe: then "would block" can only mean the socket has nothing
-        // to read, never that the pipe is full, so the socket's readiness stays truthful.
-        source.readable().await?;
-        let filled = match source.try_io(Interest::READABLE, || {
-            splice(source.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)
-        }) {
-            Ok(0) => return to.shutdown().await,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        from.readable().await?;
+        let lease = if UNSUPPORTED.load(Ordering::Relaxed) {
+            None
+        } else {
+            Lease::take()
         };
-        let mut left = filled;
-        while left > 0 {
-            sink.writable().await?;
-            match sink.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_raw_fd(), sink.as_raw_fd(), left)
-            }) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    left -= n;
-                    moved(n as u64);
+        let fill = match &lease {
+            // Only an empty pipe is filled: then "would block" cannot mean a full pipe, and
+            // the socket's readiness is cleared only by the read below, which is exact.
+            Some(lease) => from.try_io(Interest::READABLE, || {
+                match splice(
+                    from.as_raw_fd(),
+                    lease.pipe().write.as_raw_fd(),
+                    DEFAULT_PIPE,
+                ) {
+                    Ok(0) => Ok(Fill::Unsure),
+                    Ok(n) => Ok(Fill::Filled(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::Unsure),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            }),
+            None => Ok(Fill::Unsure),
+        };
+        if let Ok(Fill::Filled(n)) = fill {
+            let lease = lease.expect("only a lease fills");
+            drain(lease.pipe(), to.as_ref(), n, &mut moved).await?;
+            lease.release();
+            continue;
+        }
+        // Nothing went into the pipe: it is still empty.
+        if let Some(lease) = lease {
+            lease.release();
+        }
+        match fill {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) =>
+            {
+                tracing::debug!(error = %e, "the kernel does not splice sockets here; copying through buffers");
+                UNSUPPORTED.store(true, Ordering::Relaxed);
             }
+            Err(e) => return Err(e),
+        }
+        if buffer.is_empty() {
+            buffer = vec![0; BUFFER];
+        }
+        match from.try_read(&mut buffer) {
+            Ok(0) => return to.shutdown().await,
+            Ok(n) => {
+                to.write_all(&buffer[..n]).await?;
+                moved(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Writes the `left` bytes in `pipe` to `sink`.
+async fn drain(
+    pipe: &Pipe,
+    sink: &TcpStream,
+    mut left: usize,
+    moved: &mut impl FnMut(u64),
+) -> io::Result<()> {
+    while left > 0 {
+        sink.writable().await?;
+        match sink.try_io(Interest::WRITABLE, || {
+            splice(pipe.read.as_raw_fd(), sink.as_raw_fd(), left)
+        }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                left -= n;
+                moved(n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -133,11 +133,12 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// the write side of the other, so half-closed protocols work. A connection that cannot
 /// reach the upstream within `connect_timeout` is closed and counted as failed.
 ///
-/// On Linux the bytes move with `splice(2)` through a pipe per direction, so they are never
-/// copied through user space (elsewhere, or when no pipe can be had, through a 64 KiB
-/// buffer); the two directions run as separate tasks, so a busy connection can use two
-/// cores. A connection thus holds four file descriptors besides its two sockets: raise
-/// `LimitNOFILE` (or `ulimit -n`) to suit `max_connections`.
+/// On Linux the bytes move with `splice(2)` through a kernel pipe, so they are not copied
+/// through user space. Pipes come from a process-wide pool of at most 256 and are held only
+/// while bytes are in flight; without a free pipe, on other systems, or when `SIGPIPE` is not
+/// ignored (Rust programs ignore it; a splice into a closed socket would raise it), bytes go
+/// through a 64 KiB buffer. The two directions run as separate tasks, so a busy connection
+/// can use two cores.
 ///
 /// At `max_connections`, the proxy stops accepting until a connection closes: further
 /// clients wait in the kernel's accept backlog (and are refused by the kernel only when
@@ -665,21 +666,17 @@ where
 {
     from.as_ref().readable().await?;
     #[cfg(target_os = "linux")]
-    match crate::splice::Pipe::new() {
-        Ok(pipe) => {
-            return crate::splice::relay(from.as_ref(), to, &pipe, |n| {
-                activity.touch();
-                tally.add(n);
-            })
-            .await;
-        }
-        Err(e) => tracing::debug!(error = %e, "no pipe to splice through; copying via a buffer"),
+    if crate::splice::available() {
+        return crate::splice::relay(from.as_ref(), to, |n| {
+            activity.touch();
+            tally.add(n);
+        })
+        .await;
     }
     copy_buffered(from, to, tally, activity).await
 }
 
-/// [`copy`] through a buffer in user space: where `splice(2)` is not available, or when the
-/// process is out of file descriptors for a pipe.
+/// [`copy`] through a buffer in user space, where `splice(2)` cannot be used.
 async fn copy_buffered<R, W>(
     mut from: R,
     mut to: W,
@@ -1114,5 +1111,59 @@ mod tests {
                 && e.contains("reno"),
             "{e}"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn urgent_data_neither_stalls_nor_truncates_a_connection() {
+        use std::os::fd::AsRawFd;
+
+        // Rust programs ignore SIGPIPE, so the proxy splices here.
+        assert!(crate::splice::available());
+        let send_urgent = |stream: &TcpStream, byte: u8| {
+            // SAFETY: sends one byte from a live local on an open socket.
+            let sent = unsafe {
+                libc::send(
+                    stream.as_raw_fd(),
+                    (&raw const byte).cast(),
+                    1,
+                    libc::MSG_OOB,
+                )
+            };
+            assert_eq!(sent, 1, "{}", io::Error::last_os_error());
+        };
+        let upstream = echo_server().await;
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+
+        // Data after the urgent byte arrives while the connection stays open...
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        send_urgent(&stream, b'X');
+        stream.write_all(b"world").await.unwrap();
+        let mut back = [0; 10];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .expect("the bytes after the urgent byte arrive")
+            .unwrap();
+        assert_eq!(&back, b"helloworld");
+        drop(stream);
+
+        // ...and is not cut off when the client closes right after it.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"first").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        send_urgent(&stream, b'Y');
+        stream.write_all(b"last").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut back))
+            .await
+            .expect("the echo finishes")
+            .unwrap();
+        assert_eq!(back, b"firstlast");
+        drop(stream);
+        proxy.stop(&env).await.unwrap();
     }
 }

@@ -316,8 +316,11 @@ impl Config {
             .unwrap_or_else(PoisonError::into_inner);
         let generation = self.inner.tree.load().generation + 1;
         let tree = build(bytes, self.path(), &self.inner.options, generation)?;
-        self.inner.tree.store(Arc::new(tree));
+        // The generation first: a getter that finds its cached tree older than the generation
+        // loads the tree, so once any reader can see the new tree, no getter on any thread
+        // answers from the old one.
         self.inner.generation.store(generation, Ordering::Release);
+        self.inner.tree.store(Arc::new(tree));
         self.inner.changes.send_replace(generation);
         Ok(generation)
     }
