@@ -5,8 +5,8 @@
 //! Pipes come from a small process-wide pool and are held only while a batch of bytes is in
 //! flight, so an idle connection holds none. The kernel charges every pipe's pages to its
 //! user (`fs.pipe-user-pages-soft`), and past that limit every new pipe of that user, in any
-//! process, is cut to two pages: the pool stays far below it ([`MAX_PIPES`] default-sized
-//! pipes), and when no pipe can be had a batch is copied through a buffer instead.
+//! process, is cut to two pages: the pool stays far below it ([`MAX_PIPES`] pipes of
+//! [`PIPE_SIZE`]), and when no pipe can be had a batch is copied through a buffer instead.
 
 use std::{
     io,
@@ -23,13 +23,16 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Pipes in use or pooled at once, process-wide: 256 default pipes are 4096 pages, a quarter
-/// of the default per-user limit. Beyond them, batches go through a buffer.
-const MAX_PIPES: usize = 256;
+/// Pipes in use or pooled at once, process-wide: 64 pipes of [`PIPE_SIZE`] are 4096 pages, a
+/// quarter of the default per-user limit. Beyond them, batches go through a buffer.
+const MAX_PIPES: usize = 64;
 /// Idle pipes kept for reuse.
-const IDLE_PIPES: usize = 32;
+const IDLE_PIPES: usize = 16;
 /// The size of a default pipe; a smaller one means the user is over its pipe limit.
 const DEFAULT_PIPE: usize = 64 * 1024;
+/// The size asked for: a batch moves up to this much with one call each way. Four times the
+/// default measured about a third more throughput on loopback; a larger one little more.
+const PIPE_SIZE: usize = 256 << 10;
 /// The buffer of a batch that cannot be spliced.
 const BUFFER: usize = 64 * 1024;
 
@@ -57,11 +60,14 @@ pub(crate) fn available() -> bool {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// How many bytes it holds.
+    size: usize,
 }
 
 impl Pipe {
-    /// A non-blocking pipe of the default size, or `None` when the process is out of
-    /// descriptors or its user over the pipe limit.
+    /// A non-blocking pipe of [`PIPE_SIZE`] (or the default size, if the kernel will not
+    /// enlarge it), or `None` when the process is out of descriptors or its user is over the
+    /// pipe limit.
     fn new() -> Option<Pipe> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into the array, which we own.
@@ -73,11 +79,23 @@ impl Pipe {
             Pipe {
                 read: OwnedFd::from_raw_fd(fds[0]),
                 write: OwnedFd::from_raw_fd(fds[1]),
+                size: 0,
             }
+        };
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; on failure the pipe keeps its size.
+        unsafe {
+            libc::fcntl(
+                pipe.write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
         };
         // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
         let size = unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        (usize::try_from(size).is_ok_and(|size| size >= DEFAULT_PIPE)).then_some(pipe)
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&size| size >= DEFAULT_PIPE)?;
+        Some(Pipe { size, ..pipe })
     }
 }
 
@@ -186,7 +204,7 @@ where
                 match splice(
                     from.as_raw_fd(),
                     lease.pipe().write.as_raw_fd(),
-                    DEFAULT_PIPE,
+                    lease.pipe().size,
                 ) {
                     Ok(0) => Ok(Fill::Unsure),
                     Ok(n) => Ok(Fill::Filled(n)),

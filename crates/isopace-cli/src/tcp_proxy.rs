@@ -134,7 +134,7 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// reach the upstream within `connect_timeout` is closed and counted as failed.
 ///
 /// On Linux the bytes move with `splice(2)` through a kernel pipe, so they are not copied
-/// through user space. Pipes come from a process-wide pool of at most 256 and are held only
+/// through user space. Pipes come from a process-wide pool of at most 64 and are held only
 /// while bytes are in flight; without a free pipe, on other systems, or when `SIGPIPE` is not
 /// ignored (Rust programs ignore it; a splice into a closed socket would raise it), bytes go
 /// through a 64 KiB buffer. The two directions run as separate tasks, so a busy connection
