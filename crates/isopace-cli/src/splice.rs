@@ -35,6 +35,8 @@ const DEFAULT_PIPE: usize = 64 * 1024;
 const PIPE_SIZE: usize = 256 << 10;
 /// The buffer of a batch that cannot be spliced.
 const BUFFER: usize = 64 * 1024;
+/// The buffer of the read that settles an empty splice.
+const PROBE: usize = 4 * 1024;
 
 static IDLE: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 static PIPES: AtomicUsize = AtomicUsize::new(0);
@@ -221,6 +223,7 @@ where
             continue;
         }
         // Nothing went into the pipe: it is still empty.
+        let spliced = lease.is_some();
         if let Some(lease) = lease {
             lease.release();
         }
@@ -238,8 +241,11 @@ where
             }
             Err(e) => return Err(e),
         }
-        if buffer.is_empty() {
-            buffer = vec![0; BUFFER];
+        // Settling an empty splice usually finds nothing, or a few bytes past an urgent mark:
+        // a small buffer does. Without a pipe, the buffer carries the whole batch.
+        let wanted = if spliced { PROBE } else { BUFFER };
+        if buffer.len() < wanted {
+            buffer.resize(wanted, 0);
         }
         match from.try_read(&mut buffer) {
             Ok(0) => return to.shutdown().await,
