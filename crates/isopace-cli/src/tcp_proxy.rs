@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -15,8 +15,11 @@ use isopace_observe::{Counter, Gauge, Histogram, MetricsRegistry, attr};
 use serde::{Deserialize, Deserializer, de};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
+    net::{
+        TcpListener, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot},
     task::{JoinHandle, JoinSet},
     time::Instant,
 };
@@ -130,8 +133,10 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
 ///
 /// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
-/// the write side of the other, so half-closed protocols work. A connection that cannot
-/// reach the upstream within `connect_timeout` is closed and counted as failed.
+/// the write side of the other, so half-closed protocols work. When a side fails instead
+/// (resets, say), the proxy resets both, so a peer never takes a cut-off stream for a
+/// complete one. A connection that cannot reach the upstream within `connect_timeout` is
+/// closed and counted as failed.
 ///
 /// On Linux the bytes move with `splice(2)` through a kernel pipe, so they are not copied
 /// through user space. Pipes come from a process-wide pool of at most 64 and are held only
@@ -145,7 +150,7 @@ fn check_host_port(text: &str) -> Result<(), String> {
 /// that backlog is full). Reaching the limit is logged as a warning, at most once a minute.
 ///
 /// Stop closes the listener at once, lets open connections finish for up to
-/// `drain_timeout`, then closes the rest. In a redeploy (say, to a new upstream) the
+/// `drain_timeout`, then resets the rest. In a redeploy (say, to a new upstream) the
 /// replacement binds the same address once the old proxy's stop has returned: connections
 /// already open keep their old upstream until they end or the drain deadline passes, new
 /// ones go to the new upstream, and connections attempted while the old proxy drains are
@@ -303,6 +308,11 @@ struct Shared {
     /// upstream from flooding the log (milliseconds since `epoch`).
     last_failure_warning: AtomicU64,
     epoch: Instant,
+    /// Set when the drain deadline cuts connections off: they close with a reset.
+    cut_off: AtomicBool,
+    /// The upstream-to-client tasks still alive, so stop can wait until they are gone.
+    back_tasks: AtomicUsize,
+    back_tasks_gone: Notify,
 }
 
 impl Shared {
@@ -322,6 +332,9 @@ impl Shared {
             active,
             last_failure_warning: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
+            cut_off: AtomicBool::new(false),
+            back_tasks: AtomicUsize::new(0),
+            back_tasks_gone: Notify::new(),
         }
     }
 
@@ -425,7 +438,19 @@ async fn serve(
             open = connections.len(),
             "tcp-proxy drain deadline passed; closing the remaining connections"
         );
+        shared.cut_off.store(true, Ordering::Relaxed);
         connections.shutdown().await;
+    }
+    // An aborted connection's upstream-to-client task ends a moment after it: wait for it,
+    // so no socket outlives stop.
+    loop {
+        let gone = shared.back_tasks_gone.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if shared.back_tasks.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        gone.await;
     }
 }
 
@@ -609,28 +634,116 @@ mod congestion {
 /// The upstream-to-client direction runs as a task of its own, so on a multi-threaded
 /// runtime the two directions of a busy connection move bytes on two cores at once. It is
 /// aborted when this future ends or is dropped (an idle timeout, or the drain deadline).
+///
+/// When either direction fails (a peer resets, say), both sockets close with a reset rather
+/// than a FIN, so neither peer can take a truncated stream for a complete one; the same
+/// when the drain deadline cuts the connection off.
 async fn relay_bytes(
     client: TcpStream,
     upstream: TcpStream,
     shared: &Arc<Shared>,
     activity: &Arc<Activity>,
 ) -> io::Result<()> {
+    let failed = Arc::new(AtomicBool::new(false));
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
-    let back = AbortOnDrop(tokio::spawn(copy(
-        upstream_read,
-        client_write,
-        Tally::new(shared, "to_client"),
-        Arc::clone(activity),
-    )));
-    let forth = copy(
-        client_read,
-        upstream_write,
-        Tally::new(shared, "to_upstream"),
-        Arc::clone(activity),
-    );
+    let mut back = BackTask {
+        from: upstream_read,
+        to: Sink::new(client_write, &failed, shared),
+        _live: Live::new(shared),
+    };
+    let tally = Tally::new(shared, "to_client");
+    let back_activity = Arc::clone(activity);
+    let back = AbortOnDrop(tokio::spawn(async move {
+        copy(&mut back.from, &mut back.to, &tally, &back_activity).await
+    }));
+    let mut from = client_read;
+    let mut to = Sink::new(upstream_write, &failed, shared);
+    let tally = Tally::new(shared, "to_upstream");
+    let forth = copy(&mut from, &mut to, &tally, activity);
     tokio::try_join!(forth, back.join())?;
     Ok(())
+}
+
+/// What the upstream-to-client task owns, dropped in field order: the halves first, then the
+/// count that lets stop return.
+struct BackTask {
+    from: OwnedReadHalf,
+    to: Sink,
+    _live: Live,
+}
+
+/// One live upstream-to-client task, counted in [`Shared::back_tasks`].
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.back_tasks.fetch_add(1, Ordering::AcqRel);
+        Live(Arc::clone(shared))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.back_tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.back_tasks_gone.notify_waiters();
+        }
+    }
+}
+
+/// The write half of one direction. Dropped after the connection failed or was cut off, it
+/// closes with a reset (`SO_LINGER` 0, and no FIN): dropping a write half normally sends a
+/// FIN, which would tell the peer the stream ended cleanly.
+struct Sink {
+    half: Option<OwnedWriteHalf>,
+    failed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Sink {
+    fn new(half: OwnedWriteHalf, failed: &Arc<AtomicBool>, shared: &Arc<Shared>) -> Self {
+        Sink {
+            half: Some(half),
+            failed: Arc::clone(failed),
+            shared: Arc::clone(shared),
+        }
+    }
+
+    fn half(&mut self) -> &mut OwnedWriteHalf {
+        self.half
+            .as_mut()
+            .expect("a sink holds its half until dropped")
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let Some(half) = self.half.take() else { return };
+        if self.failed.load(Ordering::Acquire) || self.shared.cut_off.load(Ordering::Relaxed) {
+            reset_on_close(half.as_ref());
+            // The socket closes, with the reset, once its read half is gone too.
+            half.forget();
+        }
+    }
+}
+
+/// Makes closing `socket` send a reset (`SO_LINGER` with a zero timeout).
+fn reset_on_close(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a `linger` that lives across the call, with its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A spawned task that is aborted when its handle is dropped.
@@ -655,15 +768,28 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Per direction; larger buffers measured no faster on loopback, smaller ones slower.
 const BUFFER: usize = 64 * 1024;
 
-/// Copies `from` to `to` until EOF, then shuts down the write side of `to`.
-///
-/// The buffer is allocated once the first bytes arrive, so a connection that never sends
-/// costs no buffer in that direction.
-async fn copy<R, W>(from: R, to: W, tally: Tally, activity: Arc<Activity>) -> io::Result<()>
-where
-    R: AsyncRead + AsRef<TcpStream> + Unpin,
-    W: AsyncWrite + AsRef<TcpStream> + Unpin,
-{
+/// Copies `from` to `to` until EOF, then shuts down the write side of `to`. On an error, marks
+/// the connection failed, so both sinks close with a reset.
+async fn copy(
+    from: &mut OwnedReadHalf,
+    to: &mut Sink,
+    tally: &Tally,
+    activity: &Activity,
+) -> io::Result<()> {
+    let result = copy_until_eof(from, to.half(), tally, activity).await;
+    if result.is_err() {
+        to.failed.store(true, Ordering::Release);
+    }
+    result
+}
+
+async fn copy_until_eof(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    tally: &Tally,
+    activity: &Activity,
+) -> io::Result<()> {
+    // Waiting first means a connection that never sends costs no buffer in that direction.
     from.as_ref().readable().await?;
     #[cfg(target_os = "linux")]
     if crate::splice::available() {
@@ -678,10 +804,10 @@ where
 
 /// [`copy`] through a buffer in user space, where `splice(2)` cannot be used.
 async fn copy_buffered<R, W>(
-    mut from: R,
-    mut to: W,
-    tally: Tally,
-    activity: Arc<Activity>,
+    from: &mut R,
+    to: &mut W,
+    tally: &Tally,
+    activity: &Activity,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -1057,12 +1183,10 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
         let to_echo = TcpStream::connect(upstream).await.unwrap();
         let (echo_read, echo_write) = to_echo.into_split();
-        let send = copy_buffered(
-            &data[..],
-            echo_write,
-            Tally::new(&shared, "to_upstream"),
-            Arc::new(Activity::new(false)),
-        );
+        let (mut source, mut echo_write) = (&data[..], echo_write);
+        let tally = Tally::new(&shared, "to_upstream");
+        let activity = Activity::new(false);
+        let send = copy_buffered(&mut source, &mut echo_write, &tally, &activity);
         let mut back = Vec::new();
         let (sent, received) = tokio::join!(send, async {
             let mut echo_read = echo_read;
@@ -1163,6 +1287,35 @@ mod tests {
             .expect("the echo finishes")
             .unwrap();
         assert_eq!(back, b"firstlast");
+        drop(stream);
+        proxy.stop(&env).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upstream_reset_reaches_the_client_as_a_reset_not_a_clean_end() {
+        // An upstream that answers a request with part of a response, then resets. It
+        // waits for the request so that the proxy is relaying by then: a reset before the
+        // proxy's connect completes is a failed connect instead.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0; 2];
+            stream.read_exact(&mut request).await.unwrap();
+            stream.write_all(&[7; 100_000]).await.unwrap();
+            reset_on_close(&stream);
+            drop(stream);
+        });
+        let metrics = MetricsRegistry::new();
+        let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"go").await.unwrap();
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink))
+            .await
+            .expect("the proxy ends the client's stream");
+        let e = read.expect_err("a reset upstream must not look like a complete stream");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
         drop(stream);
         proxy.stop(&env).await.unwrap();
     }
