@@ -57,8 +57,12 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
-/// The proxy with the daemon's own wiring: a metrics registry behind the observer.
-async fn proxy(upstream: SocketAddr, congestion_control: Option<&str>) -> (TcpProxy, SocketAddr) {
+/// The proxy with the daemon's own wiring: a metrics registry behind the observer. Fails
+/// when the kernel refuses `congestion_control`.
+async fn proxy(
+    upstream: SocketAddr,
+    congestion_control: Option<&str>,
+) -> Result<(TcpProxy, SocketAddr), isopace_host::BoxError> {
     let mut config = serde_json::json!({"listen": "127.0.0.1:0", "upstream": upstream});
     if let Some(name) = congestion_control {
         config["congestion_control"] = name.into();
@@ -70,9 +74,9 @@ async fn proxy(upstream: SocketAddr, congestion_control: Option<&str>) -> (TcpPr
     let mut proxy = TcpProxy::new("bench", config)
         .unwrap()
         .with_metrics(&metrics);
-    proxy.start(&env).await.unwrap();
+    proxy.start(&env).await?;
     let addr = proxy.local_addr().unwrap();
-    (proxy, addr)
+    Ok((proxy, addr))
 }
 
 /// Pushes `PAYLOAD` bytes through `addr` and reads them back, concurrently.
@@ -144,29 +148,13 @@ fn main() {
         .unwrap();
     let (echo, (_plain, proxied), tuned) = rt.block_on(async {
         let echo = echo_server().await;
-        let plain = proxy(echo, None).await;
+        let plain = proxy(echo, None).await.unwrap();
         // `cubic` may be outside net.ipv4.tcp_allowed_congestion_control for an unprivileged
         // user; then that case is left out.
-        let tuned = match TcpProxy::new(
-            "probe",
-            serde_json::from_value(serde_json::json!({
-                "listen": "127.0.0.1:0", "upstream": echo, "congestion_control": "cubic"
-            }))
-            .unwrap(),
-        )
-        .unwrap()
-        .start(&Env::new(
-            isopace_config::Config::default(),
-            Arc::new(MetricsRegistry::new()),
-        ))
-        .await
-        {
-            Ok(()) => Some(proxy(echo, Some("cubic")).await),
-            Err(e) => {
-                eprintln!("leaving out proxied_cubic: {e}");
-                None
-            }
-        };
+        let tuned = proxy(echo, Some("cubic"))
+            .await
+            .inspect_err(|e| eprintln!("leaving out proxied_cubic: {e}"))
+            .ok();
         (echo, plain, tuned)
     });
     let mut targets = vec![("direct", echo), ("proxied", proxied)];

@@ -419,7 +419,7 @@ impl Snapshot {
     /// The value at a dot path (`"link.pool"`; numeric segments index arrays; `""` is the
     /// whole tree), cloned.
     pub fn get(&self, path: &str) -> Option<Value> {
-        self.tree.lookup(path).cloned()
+        self.tree.get(path)
     }
 
     /// The value at a dot path, borrowed from the snapshot: no clone.
