@@ -23,7 +23,11 @@ use crate::{
     tree::{Tree, redact_value},
 };
 
-type Validator = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+/// What a validator returns when it rejects a tree: any error, so one that comes from I/O or
+/// a parser keeps its type for the caller.
+type ValidatorError = Box<dyn std::error::Error + Send + Sync>;
+
+type Validator = Arc<dyn Fn(&Value) -> Result<(), ValidatorError> + Send + Sync>;
 
 /// How [`Config::load`] and [`Config::parse`] build the tree, kept for every reload.
 #[derive(Clone, Default)]
@@ -54,9 +58,15 @@ impl LoadOptions {
     }
 
     /// Enables environment overrides: `PREFIX_A_B=v` sets `a.b`. Empty (the default) disables
-    /// them. The prefix is matched case-sensitively, followed by `_`.
+    /// them. The prefix is matched case-sensitively, followed by `_`; the `_` may be given
+    /// with the prefix, so `ISO_` and `ISO` are the same prefix.
     pub fn env_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.env_prefix = prefix.into();
+        let mut prefix = prefix.into();
+        // `ISO_` would otherwise select `ISO__...` variables only, applying nothing.
+        if prefix.ends_with('_') {
+            prefix.pop();
+        }
+        self.env_prefix = prefix;
         self
     }
 
@@ -75,10 +85,14 @@ impl LoadOptions {
     }
 
     /// Adds a check on the finished tree (after overrides). Loading fails, and a reload
-    /// keeps the previous tree, when any validator returns an error.
+    /// keeps the previous tree, when any validator returns an error; that error is the
+    /// [`Error::Invalid`]'s source. A message is an error too: `Err("port must be set".into())`.
     pub fn validator(
         mut self,
-        check: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static,
+        check: impl Fn(&Value) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         self.validators.push(Arc::new(check));
         self
@@ -160,9 +174,9 @@ fn build(
     let origins = env::apply(&mut root, &options.env_prefix, &vars);
     let root = Value::Object(root);
     for check in &options.validators {
-        check(&root).map_err(|message| Error::Invalid {
+        check(&root).map_err(|source| Error::Invalid {
             file: file.map(Path::to_path_buf),
-            message,
+            source,
         })?;
     }
     Ok(Tree::new(

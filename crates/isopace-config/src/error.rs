@@ -73,12 +73,13 @@ pub enum Error {
 
     /// A validator registered with [`LoadOptions::validator`](crate::LoadOptions::validator)
     /// rejected the tree.
-    #[error("config {} rejected by a validator: {message}", Origin { file: file.as_ref(), line: 0, column: 0 })]
+    #[error("config {} rejected by a validator", Origin { file: file.as_ref(), line: 0, column: 0 })]
     Invalid {
         /// The file, or `None` for bytes.
         file: Option<PathBuf>,
-        /// The validator's explanation.
-        message: String,
+        /// The validator's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A duration string is not in Go's `1h2m3.5s` form or is out of range.

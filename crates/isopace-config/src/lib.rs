@@ -1,5 +1,6 @@
 //! The isopace configuration tree: JSON plus environment overrides, read lock-free.
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 //!
 //! # Feature flags
 //!

@@ -152,7 +152,7 @@ impl ConfigWatcher {
                 Err(e) => {
                     tracing::warn!(
                         path = %path.display(),
-                        error = %e,
+                        error = &e as &(dyn std::error::Error + 'static),
                         interval = ?self.interval,
                         "file-system events unavailable for config file; polling instead"
                     );
@@ -311,7 +311,9 @@ impl Reloader {
         let bytes = match read_file(&self.path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                let failure = digest(e.to_string().as_bytes()) ^ u64::MAX;
+                // Debug, unlike Display, includes the io::Error, so a file that goes from
+                // missing to unreadable is reported again.
+                let failure = digest(format!("{e:?}").as_bytes()) ^ u64::MAX;
                 self.fail(failure, &e);
                 return;
             }
@@ -348,25 +350,15 @@ impl Reloader {
             return;
         }
         self.last_failure = Some(failure);
+        // Recorded as an error, not as text, so subscribers keep its sources (the fmt layer
+        // prints them after it) and can downcast them.
         tracing::error!(
             path = %self.path.display(),
-            error = %chain(error),
+            error = error as &(dyn std::error::Error + 'static),
             generation = self.config.generation(),
             "config reload failed; keeping the previous values"
         );
     }
-}
-
-/// An error with its sources, for a log line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -400,14 +392,5 @@ mod tests {
         assert!(err.to_string().contains("not loaded from a file"), "{err}");
         assert!(!watcher.is_running());
         watcher.stop().await.unwrap();
-    }
-
-    #[test]
-    fn chains_join_sources() {
-        let err = Error::Io {
-            path: "/x".into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
-        };
-        assert_eq!(chain(&err), "cannot read config file /x: gone");
     }
 }

@@ -96,6 +96,12 @@ fn a_missing_file_is_an_io_error_naming_it() {
         err.to_string(),
         format!("cannot read config file {}", file.display())
     );
+    // The operating system's error is the source, so its kind can still be matched.
+    let source = std::error::Error::source(&err).expect("the io::Error is the source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("the source is an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
 }
 
 #[test]
@@ -117,6 +123,27 @@ fn overrides_replace_scalars_create_keys_and_ignore_other_prefixes() {
     assert_eq!(config.get("new.key"), Some(json!("hello")));
     assert_eq!(config.get("other"), None);
     assert_eq!(config.get("ignored"), None);
+}
+
+#[test]
+fn a_prefix_may_end_with_its_underscore() {
+    let vars = || vec!["ISO_LINK_POOL=4".to_owned(), "ISO__X=1".to_owned()];
+    let with = Config::parse(
+        br#"{"link": {"pool": 2}}"#,
+        LoadOptions::new().env_prefix("ISO_").environ(vars()),
+    )
+    .unwrap();
+    let without = Config::parse(
+        br#"{"link": {"pool": 2}}"#,
+        LoadOptions::new().env_prefix("ISO").environ(vars()),
+    )
+    .unwrap();
+    assert_eq!(with.int("link.pool", 0), 4);
+    assert_eq!(
+        with.source_of("link.pool"),
+        Some(Source::Env("ISO_LINK_POOL".into()))
+    );
+    assert_eq!(with.redacted(), without.redacted());
 }
 
 #[test]
@@ -445,13 +472,12 @@ fn validators_run_on_load_and_on_reload() {
 
     write(dir.path(), "app.json", r#"{"port": 0}"#);
     let err = config.reload().unwrap_err();
-    assert!(matches!(&err, Error::Invalid { message, .. } if message == "port must be 1-65535"));
+    assert!(
+        matches!(&err, Error::Invalid { source, .. } if source.to_string() == "port must be 1-65535")
+    );
     assert_eq!(
         err.to_string(),
-        format!(
-            "config {} rejected by a validator: port must be 1-65535",
-            file.display()
-        )
+        format!("config {} rejected by a validator", file.display())
     );
     assert_eq!(config.int("port", 0), 80);
 
@@ -459,6 +485,19 @@ fn validators_run_on_load_and_on_reload() {
         Config::load(&file, options),
         Err(Error::Invalid { .. })
     ));
+}
+
+#[test]
+fn a_validators_own_error_is_the_source() {
+    let options = LoadOptions::new().validator(|_| {
+        Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "key file").into())
+    });
+    let err = Config::parse(b"{}", options).unwrap_err();
+    assert_eq!(err.to_string(), "config <bytes> rejected by a validator");
+    let io = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the validator's io::Error is the source");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
 }
 
 #[test]

@@ -14,21 +14,66 @@ use tracing::{
     span,
 };
 
-/// Records every event's level and fields as text.
+/// One captured event: its level, its fields as text, and the errors recorded as errors.
+#[derive(Clone, Debug)]
+struct Captured {
+    level: Level,
+    text: String,
+    errors: Vec<RecordedError>,
+}
+
+/// An error field as a subscriber receives it: its own message, each source's, and the kind
+/// of the first `io::Error` among the sources.
+#[derive(Clone, Debug)]
+struct RecordedError {
+    message: String,
+    sources: Vec<String>,
+    io_kind: Option<std::io::ErrorKind>,
+}
+
+/// Records every event's level and fields.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
+struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 impl Capture {
-    fn events(&self) -> Vec<(Level, String)> {
+    fn events(&self) -> Vec<Captured> {
         self.0.lock().unwrap().clone()
+    }
+
+    fn errors(&self) -> Vec<Captured> {
+        let mut events = self.events();
+        events.retain(|e| e.level == Level::ERROR);
+        events
     }
 }
 
-struct Fields(String);
+#[derive(Default)]
+struct Fields {
+    text: String,
+    errors: Vec<RecordedError>,
+}
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        let _ = write!(self.text, "{}={:?} ", field.name(), value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let _ = write!(self.text, "{}={} ", field.name(), value);
+        let mut recorded = RecordedError {
+            message: value.to_string(),
+            sources: Vec::new(),
+            io_kind: None,
+        };
+        let mut source = value.source();
+        while let Some(s) = source {
+            recorded.sources.push(s.to_string());
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                recorded.io_kind.get_or_insert(io.kind());
+            }
+            source = s.source();
+        }
+        self.errors.push(recorded);
     }
 }
 
@@ -42,12 +87,13 @@ impl Subscriber for Capture {
     fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
     fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
     fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(String::new());
+        let mut fields = Fields::default();
         event.record(&mut fields);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), fields.0));
+        self.0.lock().unwrap().push(Captured {
+            level: *event.metadata().level(),
+            text: fields.text,
+            errors: fields.errors,
+        });
     }
     fn enter(&self, _: &span::Id) {}
     fn exit(&self, _: &span::Id) {}
@@ -68,14 +114,27 @@ fn a_skipped_override_is_logged_at_warn_level() {
     assert_eq!(config.get("server"), Some(json!("plain")));
     let events = capture.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    let (level, text) = &events[0];
+    let Captured { level, text, .. } = &events[0];
     assert_eq!(*level, Level::WARN);
     assert!(text.contains("ISO_SERVER_PORT"), "{text}");
     assert!(text.contains("`server` is a string"), "{text}");
 }
 
-#[tokio::test]
-async fn a_failed_watcher_reload_is_logged_at_error_level_once() {
+/// Polls (in paused time, so instantly) until the watcher logged `n` errors.
+async fn wait_for_errors(capture: &Capture, n: usize) {
+    let logged = tokio::time::timeout(Duration::from_secs(5), async {
+        while capture.errors().len() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(logged.is_ok(), "no error logged: {:?}", capture.events());
+}
+
+// Paused time: the watcher polls every 5 ms of virtual time, so "ten more polls" is exact
+// and takes no real time.
+#[tokio::test(start_paused = true)]
+async fn a_failed_watcher_reload_is_logged_at_error_level_once_with_its_source() {
     let capture = Capture::default();
     // The current-thread runtime runs the watcher's task on this thread, under this default.
     let _guard = tracing::subscriber::set_default(capture.clone());
@@ -89,27 +148,41 @@ async fn a_failed_watcher_reload_is_logged_at_error_level_once() {
     watcher.start().await.unwrap();
 
     std::fs::write(&file, "{\"n\": \n").unwrap();
-    let errors = || {
-        capture
-            .events()
-            .into_iter()
-            .filter(|(level, _)| *level == Level::ERROR)
-            .collect::<Vec<_>>()
-    };
-    let logged = tokio::time::timeout(Duration::from_secs(5), async {
-        while errors().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(logged.is_ok(), "no error logged: {:?}", capture.events());
-    // More polls of the same broken content add no more errors.
+    wait_for_errors(&capture, 1).await;
+    // Ten more polls of the same broken content add no more errors.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    watcher.stop().await.unwrap();
 
-    let errors = errors();
+    let errors = capture.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].1.contains("invalid JSON in"), "{}", errors[0].1);
-    assert!(errors[0].1.contains("app.json:2:"), "{}", errors[0].1);
+    // The error is recorded as an error, so the subscriber gets its message and its source
+    // separately (the fmt layer prints both) instead of one joined string.
+    let [error] = &errors[0].errors[..] else {
+        panic!("one error field: {:?}", errors[0]);
+    };
+    assert!(error.message.starts_with("invalid JSON in "), "{error:?}");
+    assert!(error.message.contains("app.json:2:"), "{error:?}");
+    assert!(
+        !error.message.contains("EOF"),
+        "the message does not repeat its source: {error:?}"
+    );
+    assert_eq!(error.sources.len(), 1, "{error:?}");
+    assert!(error.sources[0].contains("EOF while parsing"), "{error:?}");
+    assert_eq!(config.int("n", 0), 1);
+
+    // A file that disappears is a new failure, logged with the operating system's error.
+    std::fs::remove_file(&file).unwrap();
+    wait_for_errors(&capture, 2).await;
+    watcher.stop().await.unwrap();
+    let errors = capture.errors();
+    let error = &errors[1].errors[0];
+    assert!(
+        error.message.starts_with("cannot read config file "),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.io_kind,
+        Some(std::io::ErrorKind::NotFound),
+        "{error:?}"
+    );
     assert_eq!(config.int("n", 0), 1);
 }
