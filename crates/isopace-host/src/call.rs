@@ -169,20 +169,3 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
-
-/// An error and its sources, joined with ": ", for logs and status.
-///
-/// ```
-/// let io = std::io::Error::other("disk full");
-/// assert_eq!(isopace_host::error_chain(&io), "disk full");
-/// ```
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

@@ -77,10 +77,17 @@ impl ComponentError {
     }
 }
 
+/// The plain form names the component and the phase; the alternate form (`{:#}`) adds the
+/// component's own error and its causes, each after ": ".
 impl fmt::Display for ComponentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (name, phase) = (&self.component, self.phase);
         match &self.failure {
+            Failure::Failed(source) if f.alternate() => write!(
+                f,
+                "component `{name}` failed to {phase}: {}",
+                crate::error_chain(source.as_ref())
+            ),
             Failure::Failed(_) => write!(f, "component `{name}` failed to {phase}"),
             Failure::TimedOut(after) => {
                 write!(f, "component `{name}` did not {phase} within {after:?}")
@@ -102,23 +109,47 @@ impl StdError for ComponentError {
 }
 
 /// Everything the host can report.
-#[derive(Debug, thiserror::Error)]
+///
+/// The combined errors ([`Error::Start`], [`Error::Stop`], [`Error::ShutdownTimeout`]) carry
+/// several component failures. Their plain `Display` is a one-line summary naming the
+/// components; the alternate form (`{:#}`) prints every failure with its whole cause chain;
+/// [`source`](StdError::source) is the first failure, and [`Error::component_errors`] walks
+/// all of them.
+///
+/// ```
+/// # use isopace_host::{async_trait, BoxError, Component, Env, Error, Host};
+/// struct Broken(&'static str);
+///
+/// #[async_trait]
+/// impl Component for Broken {
+///     fn name(&self) -> &str { self.0 }
+///     async fn start(&mut self, _: &Env) -> Result<(), BoxError> { Err("port taken".into()) }
+///     async fn stop(&mut self, _: &Env) -> Result<(), BoxError> { Err("socket stuck".into()) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let host = Host::default();
+/// host.register(Broken("edge")).unwrap();
+/// let error = host.start().await.unwrap_err();
+/// assert_eq!(
+///     format!("{error:#}"),
+///     "host start failed: component `edge` failed to start: port taken; \
+///      while unwinding: component `edge` failed to stop: socket stuck"
+/// );
+/// assert_eq!(error.component_errors().count(), 2);
+/// # }
+/// ```
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// A component with this name is already registered.
-    #[error("component `{0}` is already registered")]
     Duplicate(String),
     /// No component with this name is registered.
-    #[error("component `{0}` not found")]
     NotFound(String),
     /// The host is already started (registering or starting again).
-    #[error("host is already running")]
     Running,
     /// A lifecycle method was called from inside a component's own start or stop, which
     /// would deadlock; call it from a background task instead.
-    #[error(
-        "`{call}` called from inside the {phase} of component `{component}`; lifecycle calls are only allowed from outside start and stop (for example from a spawned task)"
-    )]
     Reentrant {
         /// The lifecycle method that was called.
         call: &'static str,
@@ -128,22 +159,17 @@ pub enum Error {
         phase: Phase,
     },
     /// One lifecycle call failed (a deploy's start, an undeploy's stop).
-    #[error(transparent)]
     Component(ComponentError),
     /// Starting failed; the components already started were stopped again in reverse.
-    #[error("host start failed{}", unwind_summary(.unwind))]
     Start {
         /// The start that failed.
-        #[source]
         failure: ComponentError,
         /// Failures while unwinding (stopping the failed component and those started before it).
         unwind: Vec<ComponentError>,
     },
     /// Stopping finished, but some components failed to stop.
-    #[error("{} failed to stop: {}", plural(.0.len()), names(.0))]
     Stop(Vec<ComponentError>),
     /// The shutdown timeout passed before every component had stopped.
-    #[error("shutdown did not finish within {timeout:?}; still stopping: {}", .stopping.join(", "))]
     ShutdownTimeout {
         /// The shutdown timeout.
         timeout: Duration,
@@ -154,22 +180,102 @@ pub enum Error {
     },
 }
 
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = f.alternate();
+        match self {
+            Error::Duplicate(name) => write!(f, "component `{name}` is already registered"),
+            Error::NotFound(name) => write!(f, "component `{name}` not found"),
+            Error::Running => f.write_str("host is already running"),
+            Error::Reentrant {
+                call,
+                component,
+                phase,
+            } => write!(
+                f,
+                "`{call}` called from inside the {phase} of component `{component}`; lifecycle calls are only allowed from outside start and stop (for example from a spawned task)"
+            ),
+            Error::Component(e) if full => write!(f, "{e:#}"),
+            Error::Component(e) => write!(f, "{e}"),
+            Error::Start { failure, unwind } if full => {
+                write!(f, "host start failed: {failure:#}")?;
+                if !unwind.is_empty() {
+                    f.write_str("; while unwinding: ")?;
+                    write_all(f, unwind)?;
+                }
+                Ok(())
+            }
+            Error::Start { unwind, .. } => {
+                write!(f, "host start failed{}", unwind_summary(unwind))
+            }
+            Error::Stop(errors) if full => write_all(f, errors),
+            Error::Stop(errors) => {
+                write!(
+                    f,
+                    "{} failed to stop: {}",
+                    plural(errors.len()),
+                    names(errors)
+                )
+            }
+            Error::ShutdownTimeout {
+                timeout,
+                stopping,
+                errors,
+            } => {
+                write!(
+                    f,
+                    "shutdown did not finish within {timeout:?}; still stopping: {}",
+                    stopping.join(", ")
+                )?;
+                if full && !errors.is_empty() {
+                    f.write_str("; failed to stop: ")?;
+                    write_all(f, errors)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            // Transparent: the component error's own source comes next.
+            Error::Component(e) => e.source(),
+            _ => self
+                .component_errors()
+                .next()
+                .map(|e| e as &(dyn StdError + 'static)),
+        }
+    }
+}
+
+/// Writes each error with its causes, joined with "; ".
+fn write_all(f: &mut fmt::Formatter<'_>, errors: &[ComponentError]) -> fmt::Result {
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(f, "{e:#}")?;
+    }
+    Ok(())
+}
+
 impl Error {
     /// Every component failure this error carries, in the order they happened.
-    pub fn component_errors(&self) -> Vec<&ComponentError> {
-        match self {
-            Error::Component(e) => vec![e],
-            Error::Start { failure, unwind } => std::iter::once(failure).chain(unwind).collect(),
-            Error::Stop(errors) | Error::ShutdownTimeout { errors, .. } => errors.iter().collect(),
-            _ => Vec::new(),
-        }
+    pub fn component_errors(&self) -> impl Iterator<Item = &ComponentError> {
+        let (first, rest): (Option<&ComponentError>, &[ComponentError]) = match self {
+            Error::Component(e) => (Some(e), &[]),
+            Error::Start { failure, unwind } => (Some(failure), unwind),
+            Error::Stop(errors) | Error::ShutdownTimeout { errors, .. } => (None, errors),
+            _ => (None, &[]),
+        };
+        first.into_iter().chain(rest)
     }
 
     /// The component errors' sources: what the components themselves returned.
     pub fn sources(&self) -> impl Iterator<Item = &(dyn StdError + 'static)> {
-        self.component_errors()
-            .into_iter()
-            .filter_map(|e| e.source())
+        self.component_errors().filter_map(|e| e.source())
     }
 }
 

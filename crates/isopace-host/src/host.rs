@@ -11,14 +11,15 @@ use std::{
 };
 
 use isopace_config::Config;
-use isopace_observe::{NopObserver, Observer};
+use isopace_observe::{NopObserver, Observer, attr};
 use tokio::time::Instant;
 
 use crate::{
     Component, Env,
-    call::{Call, Instruments, check_reentrant, error_chain},
+    call::{Call, Instruments, check_reentrant},
     error::{ComponentError, Error, Failure, Phase},
-    status::{ComponentStatus, Key, Slot, State, Table},
+    error_chain,
+    status::{ComponentStatus, Key, STATE_GAUGE, Slot, State, Table},
 };
 
 /// Default bound on [`Host::run`]'s stop after the shutdown signal.
@@ -163,22 +164,28 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host.
+    /// Builds the host. Its env's extensions hold a [`WeakHost`] to it.
     pub fn build(self) -> Host {
         let instruments = Instruments::new(&*self.observer);
-        Host {
-            inner: Arc::new(Inner {
+        let table = Table::new(self.observer.gauge(STATE_GAUGE));
+        let env = Env::new(self.config, self.observer);
+        let inner = Arc::new_cyclic(|weak| {
+            env.insert_extension(WeakHost {
+                inner: Weak::clone(weak),
+            });
+            Inner {
                 id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
-                env: Env::new(self.config, self.observer),
+                env,
                 settings: self.settings,
                 instruments,
                 lifecycle: tokio::sync::Mutex::new(()),
                 state: parking_lot::Mutex::new(Slots {
                     phase: HostPhase::Idle,
-                    table: Table::default(),
+                    table,
                 }),
-            }),
-        }
+            }
+        });
+        Host { inner }
     }
 }
 
@@ -278,7 +285,7 @@ impl Host {
                 cancelled.defuse();
                 self.inner.state.lock().phase = HostPhase::Idle;
                 let error = Error::Start { failure, unwind };
-                tracing::error!(error = %error_chain(&error), "host start failed");
+                tracing::error!(error = %format_args!("{error:#}"), "host start failed");
                 return Err(error);
             }
             started.push(key);
@@ -353,7 +360,7 @@ impl Host {
                 stopping,
                 errors,
             };
-            tracing::error!(error = %error_chain(&error), "host stop timed out");
+            tracing::error!(error = %format_args!("{error:#}"), "host stop timed out");
             return Err(error);
         }
         if errors.is_empty() {
@@ -361,7 +368,7 @@ impl Host {
             Ok(())
         } else {
             let error = Error::Stop(errors);
-            tracing::error!(error = %error_chain(&error), "host stopped with errors");
+            tracing::error!(error = %format_args!("{error:#}"), "host stopped with errors");
             Err(error)
         }
     }
@@ -388,7 +395,8 @@ impl Host {
             return Ok(());
         }
         // A deploy abandoned mid-start leaves nothing registered, like a failed one.
-        let cancelled = OnCancel::new(|| self.inner.state.lock().remove(key));
+        // Its metric series stay: they record the failure.
+        let cancelled = OnCancel::new(|| self.inner.remove(key, false));
         if let Err(failure) = self.call(key, Phase::Start, None).await {
             if let Err(e) = self.call(key, Phase::Stop, None).await {
                 tracing::warn!(error = %error_chain(&e), "stop after a failed deploy failed");
@@ -415,7 +423,7 @@ impl Host {
             (key, slots.table.state(key))
         };
         // An undeploy abandoned mid-stop still removes the component.
-        let removal = OnCancel::new(|| self.inner.state.lock().remove(key));
+        let removal = OnCancel::new(|| self.inner.remove(key, true));
         let result = if state == Some(State::Running) {
             self.call(key, Phase::Stop, None)
                 .await
@@ -605,9 +613,21 @@ impl Slots {
     fn insert(&mut self, component: Box<dyn Component>, env: &Env) -> Result<Key, Error> {
         self.table.insert(component, env).map_err(Error::Duplicate)
     }
+}
 
-    fn remove(&mut self, key: Key) {
-        self.table.remove(key);
+impl Inner {
+    /// Removes a component with its details and state gauge, and with `forget` every metric
+    /// series labelled with its name.
+    fn remove(&self, key: Key, forget: bool) {
+        let name = {
+            let mut slots = self.state.lock();
+            let name = slots.table.name(key);
+            slots.table.remove(key);
+            name
+        };
+        if let Some(name) = name.filter(|_| forget) {
+            self.env.observer().forget(&[attr("component", &*name)]);
+        }
     }
 }
 

@@ -1,22 +1,26 @@
 //! The isopace lifecycle core: components started in order, stopped in reverse, deployed and
 //! undeployed while running.
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
 mod call;
 mod component;
 mod env;
 mod error;
+mod extensions;
 mod host;
 mod status;
 mod watcher;
 
 pub use async_trait::async_trait;
-pub use call::error_chain;
 pub use component::{BoxError, Component};
 pub use env::Env;
 pub use error::{ComponentError, Error, Failure, Phase};
+pub use extensions::Extensions;
 pub use host::{
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Host, HostBuilder,
     WeakHost,
 };
-pub use status::{ComponentStatus, State};
+/// An error and its sources joined with ": " (re-exported from `isopace-observe`).
+pub use isopace_observe::error_chain;
+pub use status::{ComponentStatus, STATE_GAUGE, State};

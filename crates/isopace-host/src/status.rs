@@ -2,7 +2,14 @@
 
 use std::{collections::BTreeMap, collections::HashMap, fmt, sync::Arc, time::SystemTime};
 
-use crate::{Component, Env};
+use isopace_observe::{Gauge, attr};
+use serde_json::Value;
+
+use crate::{Component, Env, env::DetailsCell};
+
+/// The gauge the host keeps per component and state: 1 for the state it is in, 0 for the
+/// others. Written on every transition, removed with the component.
+pub const STATE_GAUGE: &str = "isopace_component_state";
 
 /// The lifecycle state of one component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +55,11 @@ impl fmt::Display for State {
 }
 
 /// A point-in-time view of one component.
+///
+/// The host's status is the single source for every view of a component: an admin
+/// endpoint, metrics and logs about state all read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ComponentStatus {
     /// The component's name.
     pub name: String,
@@ -58,6 +69,9 @@ pub struct ComponentStatus {
     pub since: SystemTime,
     /// The last lifecycle error (with its source chain), kept until the next error replaces it.
     pub last_error: Option<String>,
+    /// What the component published about itself through
+    /// [`Env::set_details`](crate::Env::set_details), if anything.
+    pub details: Option<Value>,
 }
 
 /// A registered component and the env scoped to it.
@@ -73,6 +87,7 @@ struct Row {
     state: State,
     since: SystemTime,
     last_error: Option<String>,
+    details: DetailsCell,
     /// Empty while one of the component's lifecycle calls runs.
     slot: Option<Slot>,
 }
@@ -87,8 +102,9 @@ pub(crate) type Key = usize;
 /// in progress. Rows live in a slab, so the per-call operations (take, put, set) are O(1)
 /// by key; registration order is a map from a monotonic sequence number to the key, and the
 /// name index a hash map, so insert and remove are O(log n).
-#[derive(Default)]
 pub(crate) struct Table {
+    /// [`STATE_GAUGE`], kept in step with every row's state.
+    gauge: Gauge,
     slab: Vec<Option<Row>>,
     free: Vec<Key>,
     order: BTreeMap<u64, Key>,
@@ -97,6 +113,38 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    pub(crate) fn new(gauge: Gauge) -> Self {
+        Table {
+            gauge,
+            slab: Vec::new(),
+            free: Vec::new(),
+            order: BTreeMap::new(),
+            by_name: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Moves `name`'s state gauge from `from` (if any) to `to`.
+    fn publish(&self, name: &str, from: Option<State>, to: State) {
+        if from == Some(to) {
+            return;
+        }
+        let component = attr("component", name);
+        match from {
+            Some(from) => self
+                .gauge
+                .set(0.0, &[component.clone(), attr("state", from.as_str())]),
+            None => {
+                for state in State::ALL.into_iter().filter(|&s| s != to) {
+                    self.gauge
+                        .set(0.0, &[component.clone(), attr("state", state.as_str())]);
+                }
+            }
+        }
+        self.gauge
+            .set(1.0, &[component, attr("state", to.as_str())]);
+    }
+
     pub(crate) fn key_of(&self, name: &str) -> Option<Key> {
         self.by_name.get(name).copied()
     }
@@ -116,12 +164,15 @@ impl Table {
         self.next_seq += 1;
         let name: Arc<str> = Arc::from(name);
         let env = env.for_component(&name);
+        let details = Arc::clone(env.details_cell().expect("a component's env has details"));
+        self.publish(&name, None, State::Stopped);
         let row = Row {
             seq,
             name: Arc::clone(&name),
             state: State::Stopped,
             since: SystemTime::now(),
             last_error: None,
+            details,
             slot: Some(Slot { component, env }),
         };
         let key = match self.free.pop() {
@@ -156,9 +207,9 @@ impl Table {
     ) -> Option<(Arc<str>, Slot)> {
         let row = self.row_mut(key)?;
         let slot = row.slot.take()?;
-        row.state = state;
-        row.since = at;
-        Some((Arc::clone(&row.name), slot))
+        let name = Arc::clone(&row.name);
+        self.set_at(key, state, at, None);
+        Some((name, slot))
     }
 
     /// Puts the component back after a lifecycle call, entering `state` at `at`.
@@ -176,8 +227,13 @@ impl Table {
         self.set_at(key, state, at, error);
     }
 
+    /// Removes the row and its state gauge series.
     pub(crate) fn remove(&mut self, key: Key) {
         if let Some(row) = self.slab.get_mut(key).and_then(Option::take) {
+            for state in State::ALL {
+                self.gauge
+                    .remove(&[attr("component", &*row.name), attr("state", state.as_str())]);
+            }
             self.by_name.remove(&row.name);
             self.order.remove(&row.seq);
             self.free.push(key);
@@ -189,13 +245,17 @@ impl Table {
     }
 
     fn set_at(&mut self, key: Key, state: State, at: SystemTime, error: Option<String>) {
-        if let Some(row) = self.row_mut(key) {
-            row.state = state;
-            row.since = at;
-            if error.is_some() {
-                row.last_error = error;
-            }
+        let Some(row) = self.slab.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        let from = row.state;
+        row.state = state;
+        row.since = at;
+        if error.is_some() {
+            row.last_error = error;
         }
+        let name = Arc::clone(&row.name);
+        self.publish(&name, Some(from), state);
     }
 
     pub(crate) fn state(&self, key: Key) -> Option<State> {
@@ -249,6 +309,7 @@ impl Row {
             state: self.state,
             since: self.since,
             last_error: self.last_error.clone(),
+            details: self.details.lock().clone(),
         }
     }
 }
