@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Debug level shows the tracing observer's span and measurement events; the directive
     // keeps the span events but hides one per measurement.
     let log = LogOptions {
-        level: parse_level("debug", tracing::Level::INFO),
+        level: parse_level("debug")?,
         directives: Some("isopace::metrics=info".to_owned()),
         ..LogOptions::default()
     }
@@ -29,9 +29,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let requests = obs.counter("requests");
     let sizes = obs.histogram("message_bytes");
-    let active = metrics.gauge("active_connections");
+    let active = obs.gauge("active_connections");
     for (i, mti) in ["0200", "0200", "0800", "0200"].into_iter().enumerate() {
-        active.add(1, &[]);
+        active.add(1.0, &[]);
         let mut span = obs.start_span("authorize", &[attr("mti", mti)]);
         std::thread::sleep(Duration::from_millis(2));
         sizes.observe(128.0 * (i + 1) as f64, &[]);
@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             requests.add(1, &[attr("outcome", "approved")]);
         }
         span.end();
-        active.add(-1, &[]);
+        active.add(-1.0, &[]);
     }
 
     // Only warnings and errors from here on.

@@ -63,6 +63,22 @@ pub enum Error {
         /// The text that was given.
         value: String,
     },
+    /// A log level name was none of the accepted spellings.
+    #[error(
+        "unknown log level `{value}` (expected `trace`, `debug`, `info`, `warn`, `warning`, `error` or `err`)"
+    )]
+    InvalidLogLevel {
+        /// The text that was given.
+        value: String,
+    },
+    /// A logging option needs a cargo feature of this crate that the build left out.
+    #[error("{option} needs the `{feature}` feature of isopace-observe, which this build lacks")]
+    FeatureDisabled {
+        /// What was asked for: `JSON log output`, or the log directive that needs the feature.
+        option: String,
+        /// The feature that provides it.
+        feature: &'static str,
+    },
     /// The process already has a global tracing subscriber.
     #[error("a global logger is already installed in this process")]
     LoggerAlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),

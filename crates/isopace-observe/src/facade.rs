@@ -8,8 +8,12 @@ use crate::metrics::CounterFamily;
 ///
 /// Object-safe and `Send + Sync`, so a host can share one `Arc<dyn Observer>` with every
 /// component. Implementations hand out cheap handles: a [`Span`] for a unit of work, a
-/// [`Counter`] and a [`Histogram`] by name. Callers may cache handles; implementations should
-/// make repeated lookups of one name cheap too.
+/// [`Counter`], a [`Histogram`] and a [`Gauge`] by name. Callers may cache handles;
+/// implementations should make repeated lookups of one name cheap too.
+///
+/// [`gauge`](Self::gauge) and [`forget`](Self::forget) have defaults (an inert gauge, and
+/// forgetting nothing), so an implementation without gauges or without series to drop need
+/// not mention them.
 pub trait Observer: Send + Sync + fmt::Debug {
     /// Begins a unit of work named `name`, annotated with `attrs`. The span ends when
     /// [`Span::end`] is called or when it is dropped, whichever comes first.
@@ -18,6 +22,19 @@ pub trait Observer: Send + Sync + fmt::Debug {
     fn counter(&self, name: &str) -> Counter;
     /// A distribution instrument (latencies, sizes).
     fn histogram(&self, name: &str) -> Histogram;
+    /// An instrument whose value goes up and down (active connections, queue depth, a state).
+    ///
+    /// The default is [`Gauge::noop`].
+    fn gauge(&self, _name: &str) -> Gauge {
+        Gauge::noop()
+    }
+    /// Drops every series, of every instrument, whose label set contains all of `attrs`, so
+    /// it is no longer exported: what a host calls when a component goes away, with
+    /// `&[attr("component", name)]`.
+    ///
+    /// Handles stay valid: a later measurement through one starts its series again from
+    /// nothing. An empty `attrs` forgets nothing. The default forgets nothing.
+    fn forget(&self, _attrs: &[Attr<'_>]) {}
 }
 
 impl<O: Observer + ?Sized> Observer for Arc<O> {
@@ -29,6 +46,12 @@ impl<O: Observer + ?Sized> Observer for Arc<O> {
     }
     fn histogram(&self, name: &str) -> Histogram {
         (**self).histogram(name)
+    }
+    fn gauge(&self, name: &str) -> Gauge {
+        (**self).gauge(name)
+    }
+    fn forget(&self, attrs: &[Attr<'_>]) {
+        (**self).forget(attrs)
     }
 }
 
@@ -329,6 +352,81 @@ impl fmt::Debug for Histogram {
     }
 }
 
+/// What an [`Observer`] implementation provides behind a [`Gauge`].
+pub trait GaugeBackend: Send + Sync {
+    /// Sets the series identified by `attrs` to `value`.
+    fn set(&self, value: f64, attrs: &[Attr<'_>]);
+    /// Adds `delta` (which may be negative) to the series identified by `attrs`.
+    fn add(&self, delta: f64, attrs: &[Attr<'_>]);
+    /// Drops the series identified by `attrs`, so it is no longer exported until it is set
+    /// or added to again. A backend that cannot drop a series says so in its docs and does
+    /// nothing here.
+    fn remove(&self, attrs: &[Attr<'_>]);
+}
+
+/// A value that goes up and down: active connections, queue depth, a state. Cheap to clone;
+/// clones share the series.
+///
+/// Unlike a [`Counter`], a gauge's series can be dropped on purpose with
+/// [`remove`](Self::remove), for a label set that no longer exists (a closed listener, an
+/// undeployed component); [`Observer::forget`] drops them in bulk.
+#[derive(Clone)]
+pub struct Gauge {
+    inner: Option<Arc<dyn GaugeBackend>>,
+}
+
+impl Gauge {
+    /// A gauge that records nothing. Does not allocate.
+    pub const fn noop() -> Self {
+        Gauge { inner: None }
+    }
+
+    /// A gauge backed by an implementation.
+    pub fn new(backend: Arc<dyn GaugeBackend>) -> Self {
+        Gauge {
+            inner: Some(backend),
+        }
+    }
+
+    /// Whether this gauge records anything.
+    pub fn is_recording(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Sets the series identified by `attrs` to `value`.
+    #[inline]
+    pub fn set(&self, value: f64, attrs: &[Attr<'_>]) {
+        if let Some(inner) = &self.inner {
+            inner.set(value, attrs);
+        }
+    }
+
+    /// Adds `delta` (which may be negative) to the series identified by `attrs`; a series
+    /// that does not exist yet starts at zero.
+    #[inline]
+    pub fn add(&self, delta: f64, attrs: &[Attr<'_>]) {
+        if let Some(inner) = &self.inner {
+            inner.add(delta, attrs);
+        }
+    }
+
+    /// Drops the series identified by `attrs`, so it is no longer exported; a later
+    /// [`set`](Self::set) or [`add`](Self::add) starts it again from zero.
+    pub fn remove(&self, attrs: &[Attr<'_>]) {
+        if let Some(inner) = &self.inner {
+            inner.remove(attrs);
+        }
+    }
+}
+
+impl fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gauge")
+            .field("recording", &self.is_recording())
+            .finish()
+    }
+}
+
 /// Discards everything: the zero-cost default, so instrumented code can call the facade
 /// unconditionally. Nothing it hands out allocates.
 #[derive(Debug, Clone, Copy, Default)]
@@ -344,4 +442,8 @@ impl Observer for NopObserver {
     fn histogram(&self, _name: &str) -> Histogram {
         Histogram::noop()
     }
+    fn gauge(&self, _name: &str) -> Gauge {
+        Gauge::noop()
+    }
+    fn forget(&self, _attrs: &[Attr<'_>]) {}
 }

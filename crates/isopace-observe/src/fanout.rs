@@ -3,10 +3,12 @@
 use std::{error::Error as StdError, sync::Arc};
 
 use crate::facade::{
-    Attr, Counter, CounterBackend, Histogram, HistogramBackend, Observer, Span, SpanBackend,
+    Attr, Counter, CounterBackend, Gauge, GaugeBackend, Histogram, HistogramBackend, Observer,
+    Span, SpanBackend,
 };
 
-/// Forwards every span, counter and histogram to each of its observers.
+/// Forwards every span, counter, histogram and gauge, and every
+/// [`forget`](Observer::forget), to each of its observers.
 ///
 /// Children that hand out inert handles are skipped, and when only one child records, its
 /// handle is returned as is, so fanning out costs nothing over the observers themselves.
@@ -90,6 +92,26 @@ impl Observer for FanoutObserver {
             _ => Histogram::new(Arc::new(FanoutHistogram(histograms))),
         }
     }
+
+    fn gauge(&self, name: &str) -> Gauge {
+        let mut gauges: Vec<Gauge> = self
+            .children
+            .iter()
+            .map(|c| c.gauge(name))
+            .filter(Gauge::is_recording)
+            .collect();
+        match gauges.len() {
+            0 => Gauge::noop(),
+            1 => gauges.pop().unwrap_or_else(Gauge::noop),
+            _ => Gauge::new(Arc::new(FanoutGauge(gauges))),
+        }
+    }
+
+    fn forget(&self, attrs: &[Attr<'_>]) {
+        for c in self.children.iter() {
+            c.forget(attrs);
+        }
+    }
 }
 
 struct FanoutSpan(Vec<Span>);
@@ -128,6 +150,28 @@ impl HistogramBackend for FanoutHistogram {
     fn observe(&self, value: f64, attrs: &[Attr<'_>]) {
         for h in &self.0 {
             h.observe(value, attrs);
+        }
+    }
+}
+
+struct FanoutGauge(Vec<Gauge>);
+
+impl GaugeBackend for FanoutGauge {
+    fn set(&self, value: f64, attrs: &[Attr<'_>]) {
+        for g in &self.0 {
+            g.set(value, attrs);
+        }
+    }
+
+    fn add(&self, delta: f64, attrs: &[Attr<'_>]) {
+        for g in &self.0 {
+            g.add(delta, attrs);
+        }
+    }
+
+    fn remove(&self, attrs: &[Attr<'_>]) {
+        for g in &self.0 {
+            g.remove(attrs);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The isopace observability facade: spans, counters and histograms behind one small trait.
+//! The isopace observability facade: spans, counters, histograms and gauges behind one small
+//! trait.
 //!
 //! Instrumented code talks to an [`Observer`] and never to a telemetry SDK. The default,
 //! [`NopObserver`], is inert and allocation-free, so code can call the facade
@@ -8,12 +9,13 @@
 //! |---|---|
 //! | [`NopObserver`] | the default everywhere: records nothing, costs (almost) nothing |
 //! | [`TracingObserver`] | development and debugging: spans and measurements as `tracing` spans and events |
-//! | [`MetricsRegistry`] | production metrics: aggregates in process, renders Prometheus text for a `/metrics` endpoint; also hands out [`Gauge`]s |
+//! | [`MetricsRegistry`] | production metrics: aggregates in process, renders Prometheus text for a `/metrics` endpoint |
 //! | [`FanoutObserver`] | several at once, typically tracing plus metrics |
 //!
 //! Logging itself is `tracing`; [`LogOptions`] sets up the subscriber (level, text or JSON,
 //! source location, per-module directives) and returns a [`LogHandle`] that changes the
-//! level of the running process. [`parse_level`] reads level names from configuration.
+//! level of the running process. [`parse_level`] reads level names from configuration, and
+//! [`error_chain`] puts an error and its sources on one line for a log field.
 //!
 //! # Example
 //!
@@ -30,19 +32,39 @@
 //! let mut span = obs.start_span("authorize", &[attr("mti", "0200")]);
 //! obs.counter("requests").add(1, &[attr("outcome", "approved")]);
 //! obs.histogram("message_bytes").observe(512.0, &[]);
+//! obs.gauge("connections").set(3.0, &[attr("component", "edge")]);
 //! span.set_attr(attr("approved", true));
 //! span.end();
 //!
 //! let text = metrics.render();
 //! assert!(text.contains("requests_total{outcome=\"approved\"} 1\n"));
 //! assert!(text.contains("authorize_duration_seconds_count{mti=\"0200\"} 1\n"));
+//! assert!(text.contains("connections{component=\"edge\"} 3\n"));
+//!
+//! // A component goes away: its series go with it.
+//! obs.forget(&[attr("component", "edge")]);
+//! assert!(!metrics.render().contains("component=\"edge\""));
 //! ```
 //!
 //! # Feature flags
 //!
-//! None: everything above is always available. The crate depends on no other isopace crate.
+//! The facade, the observers and the metrics registry are always available; the features
+//! only shape the logging builder. Each turns on the `tracing-subscriber` feature of the
+//! same name, and all are on by default. Turning one off never removes an item from the
+//! API, so enabling it again (anywhere in the dependency graph) breaks nothing:
+//!
+//! | feature | with it | without it |
+//! |---|---|---|
+//! | `json` | [`LogFormat::Json`] writes one JSON object per line | `json` still parses, but building a logger with it fails with [`Error::FeatureDisabled`] rather than quietly writing another format |
+//! | `env-filter` | [`LogOptions::directives`] take the full `RUST_LOG` syntax | directives fall back to `target=level`, bare `target` and bare `level`; one with a span or field filter (`[...]`) fails with [`Error::FeatureDisabled`] naming it |
+//! | `ansi` | text on a terminal is coloured | text is never coloured |
+//!
+//! The crate depends on no other isopace crate.
+
+#![forbid(unsafe_code)]
 
 mod error;
+mod error_chain;
 mod facade;
 mod fanout;
 mod logging;
@@ -50,13 +72,14 @@ mod metrics;
 mod tracing_observer;
 
 pub use error::{Error, MetricKind};
+pub use error_chain::error_chain;
 pub use facade::{
-    Attr, AttrValue, Counter, CounterBackend, Histogram, HistogramBackend, NopObserver, Observer,
-    Span, SpanBackend, attr,
+    Attr, AttrValue, Counter, CounterBackend, Gauge, GaugeBackend, Histogram, HistogramBackend,
+    NopObserver, Observer, Span, SpanBackend, attr,
 };
 pub use fanout::FanoutObserver;
 pub use logging::{LogFormat, LogHandle, LogOptions, parse_level};
-pub use metrics::{DEFAULT_BUCKETS, Gauge, MetricsRegistry, MetricsRegistryBuilder};
+pub use metrics::{DEFAULT_BUCKETS, MetricsRegistry, MetricsRegistryBuilder};
 pub use tracing_observer::{METRICS_TARGET, SPAN_TARGET, TracingObserver};
 
 /// The README's examples, compiled and run as doc tests.

@@ -6,8 +6,8 @@ use std::{fmt, io::IsTerminal, str::FromStr, sync::Arc};
 use parking_lot::Mutex;
 use tracing::{Level, Subscriber};
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry,
-    filter::Directive,
+    Layer, Registry,
+    filter::ParseError,
     fmt::MakeWriter,
     layer::{Layered, SubscriberExt},
     reload,
@@ -22,7 +22,9 @@ pub enum LogFormat {
     /// One human-readable line per record.
     #[default]
     Text,
-    /// One JSON object per line, event fields at the top level.
+    /// One JSON object per line, event fields at the top level. Needs the `json` feature:
+    /// without it the name still parses, but building a logger with this format fails with
+    /// [`Error::FeatureDisabled`].
     Json,
 }
 
@@ -54,30 +56,38 @@ impl fmt::Display for LogFormat {
 }
 
 /// Reads a level name: case-insensitive, surrounding whitespace ignored; `trace`, `debug`,
-/// `info`, `warn` or `warning`, `error` or `err`. Anything else gives `default`.
+/// `info`, `warn` or `warning`, `error` or `err`.
+///
+/// Anything else is an [`Error::InvalidLogLevel`] that names the text and the accepted
+/// names, so a caller decides what a bad name means (refuse to start, keep the current level).
 ///
 /// ```
-/// use isopace_observe::parse_level;
+/// use isopace_observe::{Error, parse_level};
 /// use tracing::Level;
 ///
-/// assert_eq!(parse_level(" Warning ", Level::INFO), Level::WARN);
-/// assert_eq!(parse_level("verbose", Level::INFO), Level::INFO);
+/// assert_eq!(parse_level(" Warning ")?, Level::WARN);
+/// let err = parse_level("verbose").unwrap_err();
+/// assert!(matches!(err, Error::InvalidLogLevel { .. }));
+/// assert!(err.to_string().starts_with("unknown log level `verbose` (expected `trace`"));
+/// # Ok::<(), Error>(())
 /// ```
-pub fn parse_level(s: &str, default: Level) -> Level {
-    let s = s.trim();
-    let is = |name: &str| s.eq_ignore_ascii_case(name);
+pub fn parse_level(s: &str) -> Result<Level, Error> {
+    let t = s.trim();
+    let is = |name: &str| t.eq_ignore_ascii_case(name);
     if is("trace") {
-        Level::TRACE
+        Ok(Level::TRACE)
     } else if is("debug") {
-        Level::DEBUG
+        Ok(Level::DEBUG)
     } else if is("info") {
-        Level::INFO
+        Ok(Level::INFO)
     } else if is("warn") || is("warning") {
-        Level::WARN
+        Ok(Level::WARN)
     } else if is("error") || is("err") {
-        Level::ERROR
+        Ok(Level::ERROR)
     } else {
-        default
+        Err(Error::InvalidLogLevel {
+            value: s.to_owned(),
+        })
     }
 }
 
@@ -90,6 +100,7 @@ pub fn parse_level(s: &str, default: Level) -> Level {
 /// ```
 /// use isopace_observe::{LogFormat, LogOptions};
 /// use tracing::Level;
+/// # if cfg!(not(feature = "json")) { return Ok(()); }
 ///
 /// let log = LogOptions {
 ///     level: Level::INFO,
@@ -114,7 +125,9 @@ pub struct LogOptions {
     /// Whether records carry the source file and line they were logged from.
     pub source: bool,
     /// `RUST_LOG`-style directives (`target=level`, comma-separated) that override
-    /// [`level`](Self::level) for the modules they name.
+    /// [`level`](Self::level) for the modules they name. Without the `env-filter` feature
+    /// only `target=level`, bare `target` and bare `level` directives are understood; one
+    /// with a span or field filter (`[...]`) fails with [`Error::FeatureDisabled`].
     pub directives: Option<String>,
 }
 
@@ -129,16 +142,24 @@ impl Default for LogOptions {
     }
 }
 
+/// The level filter: `tracing-subscriber`'s full `RUST_LOG` filter with the `env-filter`
+/// feature, its `target=level` subset otherwise.
+#[cfg(feature = "env-filter")]
+type Filter = tracing_subscriber::EnvFilter;
+#[cfg(not(feature = "env-filter"))]
+type Filter = tracing_subscriber::filter::Targets;
+
 /// The subscriber stack below the formatting layer.
-type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+type Filtered = Layered<reload::Layer<Filter, Registry>, Registry>;
 
 impl LogOptions {
     /// Installs the process-wide subscriber, writing to standard error (in colour when it is
-    /// a terminal and the format is text).
+    /// a terminal, the format is text and the `ansi` feature is on).
     ///
-    /// Fails if the directives do not parse or if a global subscriber is already installed.
+    /// Fails if the directives do not parse, if the format needs a feature this build lacks,
+    /// or if a global subscriber is already installed.
     pub fn init(self) -> Result<LogHandle, Error> {
-        let ansi = std::io::stderr().is_terminal();
+        let ansi = cfg!(feature = "ansi") && std::io::stderr().is_terminal();
         let (subscriber, handle) = self.build(std::io::stderr, ansi)?;
         subscriber
             .try_init()
@@ -149,7 +170,7 @@ impl LogOptions {
     /// The subscriber these options describe, writing to `writer` without colour, and not
     /// installed: pass it to `tracing::subscriber::with_default` or `set_global_default`.
     ///
-    /// Fails if the directives do not parse.
+    /// Fails if the directives do not parse or if the format needs a feature this build lacks.
     pub fn build_with_writer<W>(
         self,
         writer: W,
@@ -168,19 +189,27 @@ impl LogOptions {
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let filter = env_filter(self.level, self.directives.as_deref())?;
+        let filter = filter(self.level, self.directives.as_deref())?;
         let (filter, reload) = reload::Layer::new(filter);
         let fmt = tracing_subscriber::fmt::layer()
             .with_file(self.source)
             .with_line_number(self.source);
         let output: Box<dyn Layer<Filtered> + Send + Sync> = match self.format {
             LogFormat::Text => Box::new(fmt.with_ansi(ansi).with_writer(writer)),
+            #[cfg(feature = "json")]
             LogFormat::Json => Box::new(
                 fmt.json()
                     .flatten_event(true)
                     .with_ansi(false)
                     .with_writer(writer),
             ),
+            #[cfg(not(feature = "json"))]
+            LogFormat::Json => {
+                return Err(Error::FeatureDisabled {
+                    option: "JSON log output".to_owned(),
+                    feature: "json",
+                });
+            }
         };
         let subscriber = tracing_subscriber::registry().with(filter).with(output);
         let handle = LogHandle {
@@ -195,7 +224,7 @@ impl LogOptions {
 }
 
 /// The filter `<level>,<directives>`, with a bad directive named in the error.
-fn env_filter(level: Level, directives: Option<&str>) -> Result<EnvFilter, Error> {
+fn filter(level: Level, directives: Option<&str>) -> Result<Filter, Error> {
     let mut spec = level_name(level).to_owned();
     if let Some(directives) = directives {
         for directive in directives
@@ -203,24 +232,66 @@ fn env_filter(level: Level, directives: Option<&str>) -> Result<EnvFilter, Error
             .map(str::trim)
             .filter(|d| !d.is_empty())
         {
-            if let Err(source) = directive.parse::<Directive>() {
-                return Err(Error::InvalidDirective {
+            check_directive(directive).map_err(|e| match e {
+                DirectiveError::Invalid(source) => Error::InvalidDirective {
                     directive: directive.to_owned(),
                     directives: directives.to_owned(),
                     source,
-                });
-            }
+                },
+                #[cfg(not(feature = "env-filter"))]
+                DirectiveError::NeedsFeature(feature) => Error::FeatureDisabled {
+                    option: format!("the log directive `{directive}`"),
+                    feature,
+                },
+            })?;
             spec.push(',');
             spec.push_str(directive);
         }
     }
-    EnvFilter::builder()
-        .parse(&spec)
-        .map_err(|source| Error::InvalidDirective {
-            directive: spec.clone(),
-            directives: spec.clone(),
-            source,
-        })
+    parse_filter(&spec).map_err(|source| Error::InvalidDirective {
+        directive: spec.clone(),
+        directives: spec.clone(),
+        source,
+    })
+}
+
+/// Why one directive cannot be used.
+enum DirectiveError {
+    Invalid(ParseError),
+    /// Understood only with this feature of the crate.
+    #[cfg(not(feature = "env-filter"))]
+    NeedsFeature(&'static str),
+}
+
+#[cfg(feature = "env-filter")]
+fn check_directive(directive: &str) -> Result<(), DirectiveError> {
+    directive
+        .parse::<tracing_subscriber::filter::Directive>()
+        .map(drop)
+        .map_err(DirectiveError::Invalid)
+}
+
+#[cfg(feature = "env-filter")]
+fn parse_filter(spec: &str) -> Result<Filter, ParseError> {
+    Filter::builder().parse(spec)
+}
+
+#[cfg(not(feature = "env-filter"))]
+fn check_directive(directive: &str) -> Result<(), DirectiveError> {
+    // `Targets` would read `[span]=debug` as a target named `[span]` that matches nothing:
+    // refuse span and field filters outright instead.
+    if directive.contains(['[', '{']) {
+        return Err(DirectiveError::NeedsFeature("env-filter"));
+    }
+    directive
+        .parse::<Filter>()
+        .map(drop)
+        .map_err(DirectiveError::Invalid)
+}
+
+#[cfg(not(feature = "env-filter"))]
+fn parse_filter(spec: &str) -> Result<Filter, ParseError> {
+    spec.parse()
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -236,7 +307,7 @@ fn level_name(level: Level) -> &'static str {
 /// Changes the filter of a logger built from [`LogOptions`] while it runs. Cheap to clone.
 #[derive(Clone)]
 pub struct LogHandle {
-    reload: reload::Handle<EnvFilter, Registry>,
+    reload: reload::Handle<Filter, Registry>,
     state: Arc<Mutex<FilterState>>,
 }
 
@@ -276,7 +347,7 @@ impl LogHandle {
     }
 
     fn apply(&self, level: Level, directives: Option<&str>) -> Result<(), Error> {
-        let filter = env_filter(level, directives)?;
+        let filter = filter(level, directives)?;
         self.reload.reload(filter).map_err(Error::LoggerUnavailable)
     }
 }

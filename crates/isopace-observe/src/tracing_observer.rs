@@ -4,12 +4,15 @@ use std::{error::Error as StdError, fmt, sync::Arc, time::Instant};
 
 use tracing::{Level, field};
 
-use crate::facade::{
-    Attr, AttrValue, Counter, CounterBackend, Histogram, HistogramBackend, Observer, Span,
-    SpanBackend,
+use crate::{
+    error_chain::error_chain,
+    facade::{
+        Attr, AttrValue, Counter, CounterBackend, Gauge, GaugeBackend, Histogram, HistogramBackend,
+        Observer, Span, SpanBackend,
+    },
 };
 
-/// The target of the events for counters and histograms.
+/// The target of the events for counters, histograms and gauges.
 pub const METRICS_TARGET: &str = "isopace::metrics";
 /// The target of the spans and their start and end events.
 pub const SPAN_TARGET: &str = "isopace::span";
@@ -27,6 +30,11 @@ pub const SPAN_TARGET: &str = "isopace::span";
 ///   `tracing` span is never entered, so holding a [`Span`] across `.await` is fine.
 /// - A counter add or histogram observation is a debug event on [`METRICS_TARGET`] with the
 ///   fields `name`, `kind` (`counter` or `histogram`), `delta` or `value`, and `attrs`.
+/// - A gauge change is a *trace* event on [`METRICS_TARGET`] (gauges move with every
+///   connection or queued item, too often for debug output) with `name`, `kind` (`gauge`),
+///   `value` for [`Gauge::set`], `delta` for [`Gauge::add`] or `removed=true` for
+///   [`Gauge::remove`], and `attrs`.
+/// - [`forget`](Observer::forget) does nothing: there is nothing to drop.
 ///
 /// Attributes are rendered as space-separated `key=value` pairs in one `attrs` field;
 /// string values with spaces, quotes or `=` are quoted.
@@ -79,6 +87,12 @@ impl Observer for TracingObserver {
             name: name.to_owned(),
         }))
     }
+
+    fn gauge(&self, name: &str) -> Gauge {
+        Gauge::new(Arc::new(Instrument {
+            name: name.to_owned(),
+        }))
+    }
 }
 
 struct TracingSpan {
@@ -99,14 +113,7 @@ impl SpanBackend for TracingSpan {
     }
 
     fn set_error(&mut self, error: &(dyn StdError + 'static)) {
-        let mut sources = Vec::new();
-        let mut source = error.source();
-        while let Some(e) = source {
-            sources.push(e.to_string());
-            source = e.source();
-        }
-        let sources = (!sources.is_empty()).then(|| sources.join(": "));
-        self.error = Some((error.to_string(), sources));
+        self.error = Some((error.to_string(), error.source().map(error_chain)));
     }
 
     fn end(self: Box<Self>) {
@@ -149,7 +156,7 @@ impl TracingSpan {
     }
 }
 
-/// A counter or histogram that logs each measurement.
+/// A counter, histogram or gauge that logs each measurement.
 struct Instrument {
     name: String,
 }
@@ -173,6 +180,38 @@ impl HistogramBackend for Instrument {
             name = %self.name,
             kind = "histogram",
             value,
+            attrs = %BorrowedAttrs(attrs),
+        );
+    }
+}
+
+impl GaugeBackend for Instrument {
+    fn set(&self, value: f64, attrs: &[Attr<'_>]) {
+        tracing::trace!(
+            target: METRICS_TARGET,
+            name = %self.name,
+            kind = "gauge",
+            value,
+            attrs = %BorrowedAttrs(attrs),
+        );
+    }
+
+    fn add(&self, delta: f64, attrs: &[Attr<'_>]) {
+        tracing::trace!(
+            target: METRICS_TARGET,
+            name = %self.name,
+            kind = "gauge",
+            delta,
+            attrs = %BorrowedAttrs(attrs),
+        );
+    }
+
+    fn remove(&self, attrs: &[Attr<'_>]) {
+        tracing::trace!(
+            target: METRICS_TARGET,
+            name = %self.name,
+            kind = "gauge",
+            removed = true,
             attrs = %BorrowedAttrs(attrs),
         );
     }

@@ -64,6 +64,7 @@ fn inert_children_are_skipped() {
     assert!(!nothing.start_span("s", &[]).is_recording());
     assert!(!nothing.counter("c").is_recording());
     assert!(!nothing.histogram("h").is_recording());
+    assert!(!nothing.gauge("g").is_recording());
 
     let metrics = MetricsRegistry::new();
     let one = FanoutObserver::default()
@@ -71,5 +72,40 @@ fn inert_children_are_skipped() {
         .with(metrics.clone());
     assert_eq!(one.children().len(), 2);
     one.counter("c").add(4, &[]);
-    assert!(metrics.render().contains("\nc_total 4\n"));
+    one.gauge("g").set(1.5, &[]);
+    let text = metrics.render();
+    assert!(text.contains("\nc_total 4\n"), "{text}");
+    assert!(text.contains("\ng 1.5\n"), "{text}");
+}
+
+#[test]
+fn gauges_reach_every_child() {
+    let first = MetricsRegistry::new();
+    let second = MetricsRegistry::new();
+    let obs = FanoutObserver::new(vec![
+        Arc::new(TracingObserver::new()),
+        Arc::new(first.clone()),
+        Arc::new(second.clone()),
+    ]);
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.subscriber(), || {
+        let active = obs.gauge("active");
+        active.set(3.0, &[attr("component", "edge")]);
+        active.add(-1.0, &[attr("component", "edge")]);
+        active.set(1.0, &[attr("component", "core")]);
+        active.remove(&[attr("component", "core")]);
+    });
+    for metrics in [&first, &second] {
+        assert_eq!(
+            metrics.render(),
+            "# TYPE active gauge\nactive{component=\"edge\"} 2\n"
+        );
+    }
+    let log = capture.text();
+    assert_eq!(
+        log.matches(r#"name=active kind="gauge""#).count(),
+        4,
+        "{log}"
+    );
+    assert!(log.contains("removed=true attrs=component=core"), "{log}");
 }

@@ -6,7 +6,7 @@ use tracing::Level;
 use crate::util::Capture;
 
 #[test]
-fn parse_level_reads_every_spelling_and_falls_back_to_the_default() {
+fn parse_level_reads_every_spelling() {
     let table = [
         ("trace", Level::TRACE),
         ("DEBUG", Level::DEBUG),
@@ -16,15 +16,28 @@ fn parse_level_reads_every_spelling_and_falls_back_to_the_default() {
         ("error", Level::ERROR),
         ("ERR", Level::ERROR),
         ("\twarn\n", Level::WARN),
-        ("", Level::TRACE),
-        ("verbose", Level::TRACE),
-        ("warnings", Level::TRACE),
-        ("in fo", Level::TRACE),
     ];
     for (input, expected) in table {
-        assert_eq!(parse_level(input, Level::TRACE), expected, "{input:?}");
+        assert_eq!(parse_level(input).ok(), Some(expected), "{input:?}");
     }
-    assert_eq!(parse_level("nope", Level::ERROR), Level::ERROR);
+}
+
+#[test]
+fn parse_level_names_a_bad_value_and_the_accepted_ones() {
+    for input in ["", "verbose", "warnings", "in fo", "5"] {
+        let err = parse_level(input).expect_err(input);
+        assert!(
+            matches!(&err, Error::InvalidLogLevel { value } if value == input),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        parse_level(" Verbose")
+            .expect_err("not a level")
+            .to_string(),
+        "unknown log level ` Verbose` (expected `trace`, `debug`, `info`, `warn`, `warning`, \
+         `error` or `err`)"
+    );
 }
 
 #[test]
@@ -125,6 +138,7 @@ fn a_bad_directive_is_named_and_leaves_the_running_filter_alone() {
     assert_eq!(handle.directives().as_deref(), Some("x=trace"));
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn json_is_one_object_per_line_with_source_when_asked() {
     let capture = Capture::default();
@@ -176,4 +190,63 @@ fn init_installs_once() {
     // Whether or not the first call won, a global subscriber is now installed.
     let err = LogOptions::default().init().expect_err("already installed");
     assert!(matches!(err, Error::LoggerAlreadyInstalled(_)), "{err}");
+}
+
+#[cfg(not(feature = "json"))]
+#[test]
+fn json_without_the_feature_is_refused_by_name() {
+    assert_eq!("json".parse::<LogFormat>().ok(), Some(LogFormat::Json));
+    let err = LogOptions {
+        format: LogFormat::Json,
+        ..LogOptions::default()
+    }
+    .build_with_writer(std::io::sink)
+    .map(|_| ())
+    .expect_err("no JSON in this build");
+    assert!(
+        matches!(
+            err,
+            Error::FeatureDisabled {
+                feature: "json",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "JSON log output needs the `json` feature of isopace-observe, which this build lacks"
+    );
+}
+
+#[cfg(not(feature = "env-filter"))]
+#[test]
+fn without_env_filter_target_directives_still_work_and_span_filters_are_refused() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        level: Level::WARN,
+        directives: Some("chatty=debug".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("a target directive is understood");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!(target: "chatty", "shown");
+        tracing::info!(target: "quiet", "hidden");
+    });
+    let text = capture.text();
+    assert!(text.contains("shown") && !text.contains("hidden"), "{text}");
+
+    let err = LogOptions {
+        directives: Some("[request]=debug".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(std::io::sink)
+    .map(|_| ())
+    .expect_err("span filters need env-filter");
+    assert_eq!(
+        err.to_string(),
+        "the log directive `[request]=debug` needs the `env-filter` feature of isopace-observe, \
+         which this build lacks"
+    );
 }

@@ -1,6 +1,6 @@
-//! `MetricsRegistry`: aggregation, exposition text, concurrency and kind conflicts.
+//! `MetricsRegistry`: aggregation, exposition text, gauges, concurrency and kind conflicts.
 
-use std::io;
+use std::{io, sync::Arc};
 
 use isopace_observe::{Error, MetricKind, MetricsRegistry, Observer, attr};
 
@@ -74,14 +74,14 @@ fn the_default_buckets_are_prometheus_defaults() {
 #[test]
 fn metrics_are_sorted_by_name_and_names_are_sanitised() {
     let metrics = MetricsRegistry::new();
-    metrics.gauge("z.active-connections").set(4, &[]);
+    metrics.gauge("z.active-connections").set(4.0, &[]);
     metrics
         .counter("http.requests")
         .add(1, &[attr("http.method", "GET")]);
     metrics.counter("a_total").add(5, &[]);
     let gauge = metrics.gauge("0state");
-    gauge.set(3, &[attr("component", "edge")]);
-    gauge.add(-1, &[attr("component", "edge")]);
+    gauge.set(3.0, &[attr("component", "edge")]);
+    gauge.add(-1.0, &[attr("component", "edge")]);
     assert_eq!(
         metrics.render(),
         "# TYPE _0state gauge\n\
@@ -254,4 +254,90 @@ fn one_name_as_two_kinds_is_an_error_or_an_inert_handle_logged_once() {
     assert_eq!(text.matches("metric kind conflict").count(), 1, "{text}");
     assert!(text.contains("ERROR"), "{text}");
     assert!(metrics.render().contains("\njobs_total 1\n"));
+}
+
+#[test]
+fn a_gauge_sets_adds_and_removes_series() {
+    let metrics = MetricsRegistry::new();
+    let queue = metrics.gauge("queue_depth");
+    queue.set(2.5, &[attr("queue", "a")]);
+    queue.add(-0.5, &[attr("queue", "a")]);
+    queue.add(3.0, &[attr("queue", "b")]);
+    queue.set(f64::NAN, &[attr("queue", "c")]);
+    assert_eq!(
+        metrics.render(),
+        "# TYPE queue_depth gauge\n\
+         queue_depth{queue=\"a\"} 2\n\
+         queue_depth{queue=\"b\"} 3\n\
+         queue_depth{queue=\"c\"} NaN\n"
+    );
+
+    queue.remove(&[attr("queue", "b")]);
+    queue.remove(&[attr("queue", "c")]);
+    queue.remove(&[attr("queue", "never")]);
+    assert_eq!(
+        metrics.render(),
+        "# TYPE queue_depth gauge\nqueue_depth{queue=\"a\"} 2\n"
+    );
+
+    // A removed series starts again from zero.
+    queue.add(1.0, &[attr("queue", "b")]);
+    assert_eq!(
+        metrics.render(),
+        "# TYPE queue_depth gauge\nqueue_depth{queue=\"a\"} 2\nqueue_depth{queue=\"b\"} 1\n"
+    );
+
+    // The last series removed takes the metric with it; it does not come back as a zero.
+    queue.remove(&[attr("queue", "a")]);
+    queue.remove(&[attr("queue", "b")]);
+    assert_eq!(metrics.render(), "");
+}
+
+#[test]
+fn the_unlabelled_gauge_renders_zero_until_removed_and_again_once_set() {
+    let metrics = MetricsRegistry::new();
+    let load = metrics.gauge("load");
+    assert_eq!(metrics.render(), "# TYPE load gauge\nload 0\n");
+    load.set(0.75, &[]);
+    assert_eq!(metrics.render(), "# TYPE load gauge\nload 0.75\n");
+    load.remove(&[]);
+    assert_eq!(metrics.render(), "");
+    // Zero is a value like any other once written: it renders next to labelled series.
+    load.set(0.0, &[]);
+    load.set(1.0, &[attr("cpu", 1_u64)]);
+    assert_eq!(
+        metrics.render(),
+        "# TYPE load gauge\nload 0\nload{cpu=\"1\"} 1\n"
+    );
+}
+
+#[test]
+fn gauges_through_arc_and_dyn_observer_share_the_registry_series() {
+    let metrics = MetricsRegistry::new();
+    let shared: Arc<MetricsRegistry> = Arc::new(metrics.clone());
+    let obs: Arc<dyn Observer> = Arc::new(metrics.clone());
+    shared.gauge("open").add(2.0, &[]);
+    obs.gauge("open").add(-1.0, &[]);
+    metrics.try_gauge("open").expect("a gauge").add(5.0, &[]);
+    assert_eq!(metrics.render(), "# TYPE open gauge\nopen 6\n");
+}
+
+#[test]
+fn gauge_writes_to_existing_series_do_not_allocate() {
+    let metrics = MetricsRegistry::new();
+    let gauge = metrics.gauge("g");
+    let labels = [attr("component", "edge"), attr("n", 3_u64)];
+    gauge.set(1.0, &labels);
+    let n = allocations(|| {
+        for i in 0..100 {
+            gauge.set(f64::from(i), &[]);
+            gauge.add(1.0, &labels);
+        }
+    });
+    assert_eq!(n, 0);
+    assert!(
+        metrics
+            .render()
+            .contains("\ng{component=\"edge\",n=\"3\"} 101\n")
+    );
 }

@@ -13,6 +13,7 @@ fn nop_hands_out_handles_that_record_nothing() {
     assert!(!span.is_recording());
     assert!(!obs.counter("c").is_recording());
     assert!(!obs.histogram("h").is_recording());
+    assert!(!obs.gauge("g").is_recording());
 }
 
 #[test]
@@ -26,6 +27,11 @@ fn nop_never_allocates() {
         span.end();
         obs.counter("requests").add(1, &[attr("outcome", "ok")]);
         obs.histogram("latency").observe(0.25, &[]);
+        let gauge = obs.gauge("active");
+        gauge.set(1.0, &[attr("component", "edge")]);
+        gauge.add(-1.0, &[]);
+        gauge.remove(&[attr("component", "edge")]);
+        obs.forget(&[attr("component", "edge")]);
     });
     assert_eq!(n, 0);
 }

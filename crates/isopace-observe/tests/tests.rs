@@ -1,6 +1,7 @@
 //! Integration tests of the observability facade, one module per topic.
 
 mod fanout;
+mod forget;
 mod logging;
 mod metrics;
 mod nop;

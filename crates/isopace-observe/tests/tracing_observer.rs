@@ -147,3 +147,51 @@ async fn a_span_lives_across_await_in_a_spawned_task() {
     assert!(text.contains("span started"), "{text}");
     assert!(text.contains("attrs=id=7 done=true"), "{text}");
 }
+
+#[test]
+fn gauge_changes_are_trace_events_with_name_kind_value_and_attributes() {
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.subscriber(), || {
+        let active = TracingObserver::new().gauge("active");
+        active.set(2.0, &[attr("component", "edge")]);
+        active.add(-0.5, &[]);
+        active.remove(&[attr("component", "edge")]);
+    });
+    let text = capture.text();
+    let gauges = lines_with(&text, "isopace::metrics");
+    assert_eq!(gauges.len(), 3, "{text}");
+    assert!(gauges.iter().all(|l| l.starts_with("TRACE")), "{text}");
+    assert!(
+        gauges[0].ends_with(r#"name=active kind="gauge" value=2.0 attrs=component=edge"#),
+        "{text}"
+    );
+    assert!(
+        gauges[1].ends_with(r#"name=active kind="gauge" delta=-0.5 attrs="#),
+        "{text}"
+    );
+    assert!(
+        gauges[2].ends_with(r#"name=active kind="gauge" removed=true attrs=component=edge"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn gauge_changes_are_silent_at_debug() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let obs = TracingObserver::new();
+        let gauge = obs.gauge("active");
+        gauge.set(1.0, &[]);
+        gauge.add(1.0, &[]);
+        gauge.remove(&[]);
+        obs.counter("c").add(1, &[]);
+    });
+    let text = capture.text();
+    assert_eq!(text.lines().count(), 1, "only the counter: {text}");
+    assert!(text.contains(r#"kind="counter""#), "{text}");
+}

@@ -1,8 +1,10 @@
 //! OpenTelemetry for the isopace observability facade: an `Observer` over the opentelemetry API.
 //!
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
 mod attrs;
+mod gauge;
 mod observer;
 mod span;
 

@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use isopace_observe::{Attr, Counter, CounterBackend, Histogram, HistogramBackend, Observer, Span};
+use isopace_observe::{
+    Attr, Counter, CounterBackend, Gauge, Histogram, HistogramBackend, Observer, Span,
+};
 use opentelemetry::{
     Context, InstrumentationScope, global,
     global::BoxedTracer,
@@ -11,14 +13,19 @@ use opentelemetry::{
 };
 use parking_lot::RwLock;
 
-use crate::{attrs::with_key_values, span::OtelSpan};
+use crate::{
+    attrs::with_key_values,
+    gauge::{OtelGauge, canonical},
+    span::OtelSpan,
+};
 
 /// The instrumentation scope name [`OtelObserver::from_providers`] and
 /// [`OtelObserver::global`] use; the scope's version is this crate's.
 pub const SCOPE_NAME: &str = "isopace";
 
 /// An [`Observer`] that records through the OpenTelemetry API: spans become OpenTelemetry
-/// spans, counters `u64` counters, histograms `f64` histograms, attributes key-values.
+/// spans, counters `u64` counters, histograms `f64` histograms, gauges `f64` observable
+/// gauges, attributes key-values.
 ///
 /// The observer only talks to the `opentelemetry` API crate; the application installs the
 /// SDK and its exporters and hands the observer a tracer and a meter, or the providers they
@@ -34,6 +41,13 @@ pub const SCOPE_NAME: &str = "isopace";
 ///   error wins.
 /// - Instruments are created once per name and cached, so looking one up again is a map
 ///   read; keep the handle anyway on hot paths.
+/// - A gauge is an observable gauge whose series the observer keeps: [`Gauge::add`] is
+///   exact, and [`Gauge::remove`] drops the series, which the SDK then stops exporting at
+///   its next collection. Each collection reports every series' current value. Once every
+///   handle on a gauge and the observer itself are dropped, it reports nothing.
+/// - [`forget`](Observer::forget) drops the matching gauge series. Counter and histogram
+///   series stay: the OpenTelemetry API has no way to drop a series of a synchronous
+///   instrument (with delta temporality they stop being exported once nothing records).
 /// - Attributes map by type; a `u64` above `i64::MAX` becomes its decimal text, since
 ///   OpenTelemetry has no unsigned integers.
 #[derive(Clone)]
@@ -46,6 +60,7 @@ struct Inner {
     meter: Meter,
     counters: RwLock<HashMap<Box<str>, Counter>>,
     histograms: RwLock<HashMap<Box<str>, Histogram>>,
+    gauges: RwLock<HashMap<Box<str>, Arc<OtelGauge>>>,
 }
 
 impl OtelObserver {
@@ -64,6 +79,7 @@ impl OtelObserver {
                 meter,
                 counters: RwLock::default(),
                 histograms: RwLock::default(),
+                gauges: RwLock::default(),
             }),
         }
     }
@@ -110,8 +126,8 @@ impl OtelObserver {
         (Span::new(Box::new(span)), cx)
     }
 
-    /// The meter instruments are created with, for kinds the facade does not have (gauges,
-    /// up-down counters).
+    /// The meter instruments are created with, for kinds the facade does not have (up-down
+    /// counters, observable counters).
     pub fn meter(&self) -> &Meter {
         &self.inner.meter
     }
@@ -158,6 +174,23 @@ impl Observer for OtelObserver {
             Histogram::new(Arc::new(OtelHistogram(histogram)))
         })
     }
+
+    fn gauge(&self, name: &str) -> Gauge {
+        let gauge: Arc<OtelGauge> = cached(&self.inner.gauges, name, || {
+            Arc::new(OtelGauge::new(&self.inner.meter, name))
+        });
+        Gauge::new(gauge)
+    }
+
+    fn forget(&self, attrs: &[Attr<'_>]) {
+        if attrs.is_empty() {
+            return;
+        }
+        let wanted = canonical(attrs);
+        for gauge in self.inner.gauges.read().values() {
+            gauge.forget(&wanted);
+        }
+    }
 }
 
 impl fmt::Debug for OtelObserver {
@@ -166,6 +199,7 @@ impl fmt::Debug for OtelObserver {
             .field("meter", &self.inner.meter)
             .field("counters", &self.inner.counters.read().len())
             .field("histograms", &self.inner.histograms.read().len())
+            .field("gauges", &self.inner.gauges.read().len())
             .finish_non_exhaustive()
     }
 }

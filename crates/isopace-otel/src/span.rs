@@ -1,8 +1,8 @@
 //! Spans: the facade's span backend over an OpenTelemetry span, and running a future inside one.
 
-use std::{error::Error as StdError, fmt::Write as _, future::IntoFuture};
+use std::{error::Error as StdError, future::IntoFuture};
 
-use isopace_observe::{Attr, SpanBackend};
+use isopace_observe::{Attr, SpanBackend, error_chain};
 use opentelemetry::{
     Context,
     context::{FutureExt as _, WithContext},
@@ -49,7 +49,7 @@ impl SpanBackend for OtelSpan {
 
     fn set_error(&mut self, error: &(dyn StdError + 'static)) {
         self.cx.span().record_error(error);
-        self.error = Some(message_with_sources(error));
+        self.error = Some(error_chain(error));
     }
 
     fn end(self: Box<Self>) {
@@ -61,19 +61,6 @@ impl SpanBackend for OtelSpan {
     }
 }
 
-/// The error's message followed by its sources, outermost first, joined by `: `, so a status
-/// read on its own still says what went wrong underneath.
-fn message_with_sources(error: &(dyn StdError + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        // Writing to a String cannot fail.
-        let _ = write!(message, ": {e}");
-        source = e.source();
-    }
-    message
-}
-
 /// Runs `future` with `cx` as the current OpenTelemetry context on every poll, so spans the
 /// future starts through an [`OtelObserver`](crate::OtelObserver) become children of the
 /// span `cx` carries, whichever thread polls it.
@@ -83,37 +70,4 @@ fn message_with_sources(error: &(dyn StdError + 'static)) -> String {
 #[must_use = "the future does nothing unless awaited or spawned"]
 pub fn in_span<F: IntoFuture>(cx: &Context, future: F) -> WithContext<F::IntoFuture> {
     future.into_future().with_context(cx.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{fmt, io};
-
-    use super::*;
-
-    #[derive(Debug)]
-    struct Outer(io::Error);
-
-    impl fmt::Display for Outer {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("could not reach upstream")
-        }
-    }
-
-    impl StdError for Outer {
-        fn source(&self) -> Option<&(dyn StdError + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn message_includes_every_source_outermost_first() {
-        let error = Outer(io::Error::other("connection refused"));
-        assert_eq!(
-            message_with_sources(&error),
-            "could not reach upstream: connection refused"
-        );
-        let plain = io::Error::other("plain");
-        assert_eq!(message_with_sources(&plain), "plain");
-    }
 }

@@ -73,6 +73,44 @@ impl Telemetry {
         read(metric)
     }
 
+    /// Every series of the gauge `name` in a fresh collection, as (attributes sorted by key,
+    /// value), sorted; empty when the gauge exported nothing.
+    pub(crate) fn gauge_series(&self, name: &str) -> Vec<(Vec<KeyValue>, f64)> {
+        self.meter_provider.force_flush().expect("flush metrics");
+        let exported = self
+            .metrics
+            .get_finished_metrics()
+            .expect("finished metrics");
+        let Some(metric) = exported
+            .last()
+            .expect("an export")
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .find(|m| m.name() == name)
+        else {
+            return Vec::new();
+        };
+        let AggregatedMetrics::F64(MetricData::Gauge(gauge)) = metric.data() else {
+            panic!("{name} is not an f64 gauge: {:?}", metric.data());
+        };
+        let mut series: Vec<(Vec<KeyValue>, f64)> = gauge
+            .data_points()
+            .map(|p| {
+                let mut attrs: Vec<KeyValue> = p.attributes().cloned().collect();
+                attrs.sort_by(|a, b| a.key.cmp(&b.key));
+                (attrs, p.value())
+            })
+            .collect();
+        let text = |attrs: &[KeyValue]| -> Vec<String> {
+            attrs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect()
+        };
+        series.sort_by_key(|(attrs, _)| text(attrs));
+        series
+    }
+
     /// The counter total of the series with exactly `attrs`.
     pub(crate) fn counter_sum(&self, name: &str, attrs: &[KeyValue]) -> u64 {
         self.with_metric(name, |metric| {

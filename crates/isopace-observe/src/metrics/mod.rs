@@ -28,7 +28,10 @@ use self::{
 };
 use crate::{
     error::{Error, MetricKind},
-    facade::{Attr, Counter, Histogram, HistogramBackend, Observer, Span, SpanBackend},
+    facade::{
+        Attr, Counter, Gauge, GaugeBackend, Histogram, HistogramBackend, Observer, Span,
+        SpanBackend,
+    },
 };
 
 /// Prometheus's default histogram buckets, in seconds: 5 ms to 10 s.
@@ -57,7 +60,17 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 ///   and friends return [`Error::KindConflict`], and the [`Observer`] methods return an inert
 ///   handle and log the error once per name.
 /// - The series without labels is rendered when it has recorded something or when the
-///   metric has no labelled series.
+///   metric has never had a labelled series, so a metric that was asked for but not used
+///   yet shows up as a zero. A metric with nothing to render is left out entirely.
+/// - [`forget`](Observer::forget) drops every labelled series, of every metric (span
+///   durations and span error counts included), whose labels include the given ones, and
+///   [`Gauge::remove`] drops one gauge series. The metrics themselves stay registered, so
+///   handles taken earlier keep working: a measurement through one after the drop starts
+///   its series again from zero (a counter from the amount added, a gauge from the value
+///   set or added, a histogram from that one observation), without the values recorded
+///   before. A span that started before its series was forgotten and ends after records
+///   its duration in such a fresh series. A measurement racing with `forget` lands either
+///   before it (and is dropped with the series) or after it.
 ///
 /// Cloning is cheap and clones share every metric.
 ///
@@ -163,18 +176,9 @@ impl MetricsRegistry {
     pub fn try_gauge(&self, name: &str) -> Result<Gauge, Error> {
         let name = metric_name(name);
         match self.get(&name, MetricKind::Gauge)? {
-            Metric::Gauge(f) => Ok(Gauge { inner: Some(f) }),
+            Metric::Gauge(f) => Ok(Gauge::new(f)),
             other => Err(self.conflict(&name, other.kind(), MetricKind::Gauge)),
         }
-    }
-
-    /// The gauge `name`: a value that goes up and down (active connections, a state). If the
-    /// name is taken by another kind, an inert gauge, and the error is logged once.
-    pub fn gauge(&self, name: &str) -> Gauge {
-        self.try_gauge(name).unwrap_or_else(|e| {
-            self.report(e);
-            Gauge::noop()
-        })
     }
 
     /// Sets the `# HELP` text of the metric `name` (as given to `counter`, `histogram` or
@@ -201,6 +205,8 @@ impl MetricsRegistry {
         let help = self.shared.help.read();
         let mut out = String::new();
         for Entry { name, metric } in metrics {
+            // The header goes first; it is taken back if the metric has no sample to show.
+            let start = out.len();
             let help = help.get(&*name).or_else(|| match metric {
                 Metric::Counter(_) => help.get(name.strip_suffix("_total").unwrap_or(&name)),
                 _ => None,
@@ -211,6 +217,7 @@ impl MetricsRegistry {
                 metric.kind().as_str(),
                 help.map(String::as_str),
             );
+            let samples = out.len();
             match metric {
                 Metric::Counter(f) => {
                     for (labels, v) in f.series() {
@@ -219,7 +226,7 @@ impl MetricsRegistry {
                 }
                 Metric::Gauge(f) => {
                     for (labels, v) in f.series() {
-                        encode::sample(&mut out, &name, &labels, None, &v.to_string());
+                        encode::sample(&mut out, &name, &labels, None, &encode::float(v));
                     }
                 }
                 Metric::Histogram(f) => {
@@ -245,6 +252,9 @@ impl MetricsRegistry {
                         encode::sample(&mut out, &count, &labels, None, &h.count.to_string());
                     }
                 }
+            }
+            if out.len() == samples {
+                out.truncate(start);
             }
         }
         out
@@ -371,6 +381,38 @@ impl Observer for MetricsRegistry {
             Histogram::noop()
         })
     }
+
+    /// The gauge `name`. If the name is taken by another kind, an inert gauge, and the error
+    /// is logged once.
+    fn gauge(&self, name: &str) -> Gauge {
+        self.try_gauge(name).unwrap_or_else(|e| {
+            self.report(e);
+            Gauge::noop()
+        })
+    }
+
+    fn forget(&self, attrs: &[Attr<'_>]) {
+        if attrs.is_empty() {
+            return;
+        }
+        let wanted = labels::to_owned(&SortedAttrs::new(attrs));
+        // Collected first, so no family lock is taken under the registry's.
+        let metrics: Vec<Metric> = self
+            .shared
+            .metrics
+            .read()
+            .iter()
+            .filter(|(claim, e)| **claim == *e.name)
+            .map(|(_, e)| e.metric.clone())
+            .collect();
+        for metric in metrics {
+            match metric {
+                Metric::Counter(f) => f.forget(&wanted),
+                Metric::Histogram(f) => f.forget(&wanted),
+                Metric::Gauge(f) => f.forget(&wanted),
+            }
+        }
+    }
 }
 
 /// A registry counter. [`Counter`] calls it directly rather than through a vtable, so an
@@ -400,6 +442,25 @@ impl HistogramBackend for Family<HistogramCell> {
     }
 }
 
+impl GaugeBackend for Family<GaugeCell> {
+    fn set(&self, value: f64, attrs: &[Attr<'_>]) {
+        self.with_any(attrs, |g| g.set(value));
+    }
+
+    fn add(&self, delta: f64, attrs: &[Attr<'_>]) {
+        self.with_any(attrs, |g| g.add(delta));
+    }
+
+    fn remove(&self, attrs: &[Attr<'_>]) {
+        if attrs.is_empty() {
+            self.unlabelled.clear();
+            self.hide_idle();
+        } else {
+            self.remove_labelled(&SortedAttrs::new(attrs));
+        }
+    }
+}
+
 /// The registry's span: times the work and records it when it ends.
 struct MetricsSpan {
     registry: MetricsRegistry,
@@ -422,7 +483,9 @@ impl SpanBackend for MetricsSpan {
     fn end(self: Box<Self>) {
         let seconds = self.start.elapsed().as_secs_f64();
         match &self.series {
-            Some(s) => s.cell.observe(seconds),
+            Some(s) if !s.is_dropped() => s.cell.observe(seconds),
+            // Forgotten while the span ran: record into the series as it is now.
+            Some(s) => self.durations.with(&s.labels[..], |h| h.observe(seconds)),
             None => self.durations.unlabelled.observe(seconds),
         }
         if self.failed {
@@ -443,47 +506,6 @@ impl SpanBackend for MetricsSpan {
                 Err(e) => self.registry.report(e),
             }
         }
-    }
-}
-
-/// A value that goes up and down, from [`MetricsRegistry::gauge`]. Cheap to clone; clones
-/// share the series.
-#[derive(Clone)]
-pub struct Gauge {
-    inner: Option<Arc<Family<GaugeCell>>>,
-}
-
-impl Gauge {
-    /// A gauge that records nothing. Does not allocate.
-    pub const fn noop() -> Self {
-        Gauge { inner: None }
-    }
-
-    /// Whether this gauge records anything.
-    pub fn is_recording(&self) -> bool {
-        self.inner.is_some()
-    }
-
-    /// Sets the series identified by `attrs` to `value`.
-    pub fn set(&self, value: i64, attrs: &[Attr<'_>]) {
-        if let Some(f) = &self.inner {
-            f.with_any(attrs, |g| g.set(value));
-        }
-    }
-
-    /// Adds `delta` (which may be negative) to the series identified by `attrs`.
-    pub fn add(&self, delta: i64, attrs: &[Attr<'_>]) {
-        if let Some(f) = &self.inner {
-            f.with_any(attrs, |g| g.add(delta));
-        }
-    }
-}
-
-impl fmt::Debug for Gauge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Gauge")
-            .field("recording", &self.is_recording())
-            .finish()
     }
 }
 

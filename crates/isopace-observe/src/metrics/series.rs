@@ -5,7 +5,7 @@ use std::{
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
 };
 
@@ -18,19 +18,58 @@ use super::{
     sharded::ShardedCounter,
 };
 
-/// A gauge: one signed value.
-#[derive(Default)]
-pub(super) struct GaugeCell(AtomicI64);
+/// A gauge: one `f64`, kept as its bits.
+///
+/// [`UNSET`] marks a series never written or removed since: it reads as zero, but does not
+/// count as having recorded something, so a removed unlabelled series stays hidden.
+pub(super) struct GaugeCell(AtomicU64);
+
+/// A NaN payload that neither `set` nor `add` ever stores (they store NaN as the canonical
+/// one), so it cannot be mistaken for a value.
+const UNSET: u64 = 0x7ff8_0000_0000_0ace;
+
+impl Default for GaugeCell {
+    fn default() -> Self {
+        GaugeCell(AtomicU64::new(UNSET))
+    }
+}
+
+/// `v`'s bits, with every NaN made the canonical one so no value collides with [`UNSET`].
+fn gauge_bits(v: f64) -> u64 {
+    if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
+}
 
 impl GaugeCell {
-    pub(super) fn set(&self, v: i64) {
-        self.0.store(v, Relaxed);
+    pub(super) fn set(&self, v: f64) {
+        self.0.store(gauge_bits(v), Relaxed);
     }
-    pub(super) fn add(&self, d: i64) {
-        self.0.fetch_add(d, Relaxed);
+    pub(super) fn add(&self, d: f64) {
+        // `fetch_update` only fails when the closure returns `None`, which it never does.
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |bits| {
+            Some(gauge_bits(value_of(bits) + d))
+        });
     }
-    pub(super) fn get(&self) -> i64 {
-        self.0.load(Relaxed)
+    /// Back to never written.
+    pub(super) fn clear(&self) {
+        self.0.store(UNSET, Relaxed);
+    }
+    pub(super) fn get(&self) -> f64 {
+        value_of(self.0.load(Relaxed))
+    }
+    fn is_set(&self) -> bool {
+        self.0.load(Relaxed) != UNSET
+    }
+}
+
+fn value_of(bits: u64) -> f64 {
+    if bits == UNSET {
+        0.0
+    } else {
+        f64::from_bits(bits)
     }
 }
 
@@ -136,18 +175,18 @@ impl Series for ShardedCounter {
 
 impl Series for GaugeCell {
     type Labelled = GaugeCell;
-    type Value = i64;
+    type Value = f64;
     fn new_labelled(&self) -> Self {
         GaugeCell::default()
     }
-    fn read(&self) -> i64 {
+    fn read(&self) -> f64 {
         self.get()
     }
-    fn read_labelled(cell: &Self) -> i64 {
+    fn read_labelled(cell: &Self) -> f64 {
         cell.get()
     }
     fn is_touched(&self) -> bool {
-        self.get() != 0
+        self.is_set()
     }
 }
 
@@ -172,6 +211,17 @@ impl Series for HistogramCell {
 pub(super) struct Labelled<S> {
     pub(super) labels: OwnedLabels,
     pub(super) cell: S,
+    /// Set when the series is dropped from its family, so a holder of this handle (a span
+    /// in flight) knows to look its labels up again rather than write into a cell nobody
+    /// renders.
+    dropped: AtomicBool,
+}
+
+impl<S> Labelled<S> {
+    /// Whether the series was dropped from its family after this handle was taken.
+    pub(super) fn is_dropped(&self) -> bool {
+        self.dropped.load(Relaxed)
+    }
 }
 
 /// The label hashes are already well mixed, so the map need not hash them again.
@@ -196,9 +246,18 @@ type SeriesMap<L> = HashMap<u64, Vec<Arc<Labelled<L>>>, BuildHasherDefault<Ident
 
 /// All series of one metric: the unlabelled one inline, so an add without attributes is one
 /// atomic operation, and the labelled ones in a map keyed by the hash of the label set.
+///
+/// Dropping series ([`forget`](Self::forget), [`remove_labelled`](Self::remove_labelled)) leaves the family
+/// itself in place, so handles on it stay valid: a later write through one finds no series
+/// and creates a fresh one, starting from zero.
 pub(crate) struct Family<S: Series> {
     pub(super) unlabelled: S,
     labelled: RwLock<SeriesMap<S::Labelled>>,
+    /// Whether the unlabelled series renders before it has recorded anything. True until
+    /// the metric gets a labelled series (or, for a gauge, its unlabelled series is removed):
+    /// a metric registered but unused shows up as a zero, and one whose labelled series
+    /// were all forgotten disappears rather than coming back as that zero.
+    show_idle: AtomicBool,
     seed: u64,
 }
 
@@ -209,6 +268,7 @@ impl<S: Series> Family<S> {
         Family {
             unlabelled,
             labelled: RwLock::new(SeriesMap::default()),
+            show_idle: AtomicBool::new(true),
             seed,
         }
     }
@@ -256,13 +316,57 @@ impl<S: Series> Family<S> {
         let s = Arc::new(Labelled {
             labels: labels::to_owned(set),
             cell: self.unlabelled.new_labelled(),
+            dropped: AtomicBool::new(false),
         });
         map.entry(h).or_default().push(s.clone());
+        self.show_idle.store(false, Relaxed);
         s
     }
 
+    /// Drops every labelled series whose labels include each of `wanted` (a canonical,
+    /// non-empty label set). The unlabelled series includes no label, so it stays.
+    pub(super) fn forget(&self, wanted: &[(String, String)]) {
+        debug_assert!(!wanted.is_empty(), "an empty set would match every series");
+        self.labelled.write().retain(|_, bucket| {
+            bucket.retain(|s| {
+                let drop = wanted.iter().all(|w| s.labels.contains(w));
+                if drop {
+                    s.dropped.store(true, Relaxed);
+                }
+                !drop
+            });
+            !bucket.is_empty()
+        });
+    }
+
+    /// Drops the labelled series for exactly `set` (which must not be empty), if there is one.
+    pub(super) fn remove_labelled(&self, set: &(impl LabelSet + ?Sized)) {
+        debug_assert!(set.len() > 0, "the unlabelled series is `self.unlabelled`");
+        let h = labels::hash(set, self.seed);
+        let mut map = self.labelled.write();
+        let Some(bucket) = map.get_mut(&h) else {
+            return;
+        };
+        bucket.retain(|s| {
+            let drop = labels::matches(set, &s.labels);
+            if drop {
+                s.dropped.store(true, Relaxed);
+            }
+            !drop
+        });
+        if bucket.is_empty() {
+            map.remove(&h);
+        }
+    }
+
+    /// Stops an untouched unlabelled series from rendering (see `show_idle`).
+    pub(super) fn hide_idle(&self) {
+        self.show_idle.store(false, Relaxed);
+    }
+
     /// Every series to render, sorted by label set: the unlabelled one first when it has
-    /// recorded something or when there are no labelled ones.
+    /// recorded something, or when there are no labelled ones and there never were (see
+    /// `show_idle`). Empty when the metric has nothing to show.
     pub(super) fn series(&self) -> Vec<(OwnedLabels, S::Value)> {
         let mut out: Vec<(OwnedLabels, S::Value)> = {
             let map = self.labelled.read();
@@ -272,7 +376,7 @@ impl<S: Series> Family<S> {
                 .collect()
         };
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        if out.is_empty() || self.unlabelled.is_touched() {
+        if self.unlabelled.is_touched() || (out.is_empty() && self.show_idle.load(Relaxed)) {
             out.insert(0, (OwnedLabels::default(), self.unlabelled.read()));
         }
         out
@@ -315,5 +419,20 @@ mod tests {
         assert_eq!(s.buckets, vec![(1.0, 2), (2.0, 3)]);
         assert_eq!(s.count, 5);
         assert_eq!(s.sum, f64::INFINITY);
+    }
+
+    #[test]
+    fn no_gauge_write_stores_the_unset_marker() {
+        let g = GaugeCell::default();
+        assert!(!g.is_set());
+        assert_eq!(g.get(), 0.0);
+        g.set(f64::from_bits(UNSET));
+        assert!(g.is_set() && g.get().is_nan());
+        g.clear();
+        g.add(f64::from_bits(UNSET));
+        assert!(g.is_set() && g.get().is_nan());
+        g.clear();
+        g.add(-2.5);
+        assert_eq!(g.get(), -2.5);
     }
 }
