@@ -388,7 +388,7 @@ impl DirWatcher {
             Ok(w) => self.inner = Some((w, identity)),
             Err(e) => tracing::warn!(
                 dir = %dir.display(),
-                error = %e,
+                error = %isopace_host::error_chain(&e),
                 "cannot watch the descriptor directory; polling on the scan interval instead"
             ),
         }

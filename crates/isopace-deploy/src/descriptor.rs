@@ -1,7 +1,7 @@
 //! Descriptor files: reading, parsing with positions, and `${VAR}` substitution.
 
 use std::{
-    fs,
+    fmt, fs,
     io::Read,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
@@ -30,7 +30,26 @@ pub const MAX_DESCRIPTOR_BYTES: u64 = 1024 * 1024;
 /// `name` and `type` are required, `enabled` defaults to true, `config` (an object) is
 /// handed to the type's factory after `${VAR}` substitution. Any other top-level field is an
 /// error, so a typo never deploys silently.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// [`parse`](Descriptor::parse) reads one from text by the rules the deployer applies to
+/// files; [`new`](Descriptor::new) builds one in code. Either can be given to
+/// [`Registry::check`](crate::Registry::check) and [`Registry::build`](crate::Registry::build).
+/// A parsed descriptor remembers where its parts are in the text, so a config its factory
+/// rejects is reported at a line and column; one built in code (or whose config was replaced)
+/// is reported by its field path alone.
+///
+/// ```
+/// use isopace_deploy::Descriptor;
+///
+/// let parsed = Descriptor::parse(r#"{"name": "edge", "type": "tcp-proxy"}"#, "edge.json")?;
+/// let built = Descriptor::new("edge", "tcp-proxy").file("edge.json");
+/// assert_eq!(parsed, built);
+/// assert!(parsed.enabled);
+/// assert_eq!(parsed.config, serde_json::json!({}));
+/// # Ok::<(), isopace_deploy::DescriptorError>(())
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct Descriptor {
     /// The component's name, unique across the directory.
     pub name: String,
@@ -40,21 +59,105 @@ pub struct Descriptor {
     pub enabled: bool,
     /// The factory's configuration, with `${VAR}` substituted: an object (`{}` when absent).
     pub config: serde_json::Value,
-    /// Where it was read from.
+    /// Where it was read from; empty for a descriptor built in code.
     pub file: PathBuf,
-    /// The substituted configuration text, which keeps the file's line numbers.
-    pub(crate) config_text: String,
-    /// Where `config_text` starts in the file.
-    pub(crate) config_at: Position,
-    /// Where the `type` value is in the file.
-    pub(crate) type_at: Position,
+    /// Where the parts are in the text it was parsed from.
+    pub(crate) located: Option<Located>,
     /// Unique per parse, so an unchanged file is recognised without comparing configs.
     pub(crate) version: u64,
 }
 
+/// Where a parsed descriptor's parts are in its file.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    /// Where the `type` value is.
+    pub(crate) type_at: Position,
+    /// The substituted configuration text, which keeps the file's line numbers, and where it
+    /// starts; `None` once the config was replaced in code.
+    pub(crate) config: Option<(String, Position)>,
+}
+
 impl Descriptor {
+    /// A descriptor built in code: enabled, with an empty config (`{}`) and no file.
+    ///
+    /// Nothing is substituted in values given in code.
+    #[must_use]
+    pub fn new(name: impl Into<String>, type_name: impl Into<String>) -> Descriptor {
+        Descriptor {
+            name: name.into(),
+            type_name: type_name.into(),
+            enabled: true,
+            config: serde_json::Value::Object(serde_json::Map::new()),
+            file: PathBuf::new(),
+            located: None,
+            version: next_version(),
+        }
+    }
+
+    /// With this config for the type's factory (an object, as in a file).
+    #[must_use]
+    pub fn config(mut self, config: serde_json::Value) -> Descriptor {
+        self.config = config;
+        if let Some(located) = &mut self.located {
+            located.config = None;
+        }
+        self
+    }
+
+    /// Enabled or not: a deployer runs only enabled descriptors.
+    #[must_use]
+    pub fn enabled(mut self, enabled: bool) -> Descriptor {
+        self.enabled = enabled;
+        self
+    }
+
+    /// With this file, which its errors name.
+    #[must_use]
+    pub fn file(mut self, file: impl Into<PathBuf>) -> Descriptor {
+        self.file = file.into();
+        self
+    }
+
+    /// Parses a descriptor from `text` by the rules the deployer applies to each file, with
+    /// `${VAR}` values from the process environment; errors name `file`, the line:column and
+    /// the field.
+    ///
+    /// ```
+    /// use isopace_deploy::{Descriptor, ErrorKind};
+    ///
+    /// let text = "{\"name\": \"edge\",\n \"tpye\": \"tcp-proxy\"}";
+    /// let err = Descriptor::parse(text, "deploy/edge.json").unwrap_err();
+    /// assert_eq!(err.kind(), &ErrorKind::Field);
+    /// assert_eq!(err.position().map(|at| at.line), Some(2));
+    /// assert!(err.to_string().starts_with("deploy/edge.json:2:"), "{err}");
+    /// assert!(err.detail().starts_with("unknown field `tpye`"), "{err}");
+    /// ```
+    pub fn parse(text: &str, file: impl Into<PathBuf>) -> Result<Descriptor, DescriptorError> {
+        Descriptor::parse_with_env(text, file, &|name: &str| std::env::var(name).ok())
+    }
+
+    /// Like [`parse`](Descriptor::parse), with `${VAR}` values from `env` instead of the
+    /// process environment.
+    ///
+    /// ```
+    /// use isopace_deploy::Descriptor;
+    ///
+    /// let text = r#"{"name": "edge", "type": "tcp-proxy", "config": {"up": "${UP:-b:2}", "port": "${PORT}"}}"#;
+    /// let env = |name: &str| (name == "PORT").then(|| "7000".to_owned());
+    /// let d = Descriptor::parse_with_env(text, "edge.json", &env)?;
+    /// assert_eq!(d.config, serde_json::json!({"up": "b:2", "port": "7000"}));
+    /// # Ok::<(), isopace_deploy::DescriptorError>(())
+    /// ```
+    pub fn parse_with_env(
+        text: &str,
+        file: impl Into<PathBuf>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Descriptor, DescriptorError> {
+        Descriptor::parse_text(file.into(), text, &env)
+    }
+
     /// Parses a descriptor from the bytes of `file`, substituting `${VAR}` from `env`.
-    pub(crate) fn parse(
+    pub(crate) fn from_bytes(
         file: &Path,
         bytes: &[u8],
         env: &dyn Lookup,
@@ -68,29 +171,37 @@ impl Descriptor {
                 .at(at)
                 .message(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
         })?;
+        Descriptor::parse_text(file.to_path_buf(), text, env)
+    }
+
+    fn parse_text(
+        file: PathBuf,
+        text: &str,
+        env: &dyn Lookup,
+    ) -> Result<Descriptor, DescriptorError> {
         if text.trim().is_empty() {
-            return Err(DescriptorError::new(file, ErrorKind::Syntax)
+            return Err(DescriptorError::new(&file, ErrorKind::Syntax)
                 .at(Position::START)
                 .message("the file is empty; expected a JSON object with `name` and `type`"));
         }
         let raw: RawDescriptor<'_> = serde_json::from_str(text)
-            .map_err(|e| DescriptorError::from_json(file, &e, Position::START, None))?;
+            .map_err(|e| DescriptorError::from_json(&file, e, Position::START, None))?;
         let at = |value: &RawValue| Position::of(text, offset_in(text, value.get()));
 
         let name_at = at(raw.name);
         let name: String = serde_json::from_str(raw.name.get())
-            .map_err(|e| DescriptorError::from_json(file, &e, name_at, Some("name")))?;
+            .map_err(|e| DescriptorError::from_json(&file, e, name_at, Some("name")))?;
         if name.trim().is_empty() {
-            return Err(DescriptorError::new(file, ErrorKind::Field)
+            return Err(DescriptorError::new(&file, ErrorKind::Field)
                 .at(name_at)
                 .field("name")
                 .message("must not be empty"));
         }
         let type_at = at(raw.type_name);
         let type_name: String = serde_json::from_str(raw.type_name.get())
-            .map_err(|e| DescriptorError::from_json(file, &e, type_at, Some("type")))?;
+            .map_err(|e| DescriptorError::from_json(&file, e, type_at, Some("type")))?;
         if type_name.trim().is_empty() {
-            return Err(DescriptorError::new(file, ErrorKind::Field)
+            return Err(DescriptorError::new(&file, ErrorKind::Field)
                 .at(type_at)
                 .field("type")
                 .message("must not be empty"));
@@ -101,7 +212,7 @@ impl Descriptor {
             Some(config) => {
                 let config_at = at(config);
                 if !config.get().starts_with('{') {
-                    return Err(DescriptorError::new(file, ErrorKind::Field)
+                    return Err(DescriptorError::new(&file, ErrorKind::Field)
                         .at(config_at)
                         .field("config")
                         .message("must be a JSON object"));
@@ -111,7 +222,7 @@ impl Descriptor {
                         SubstErrorKind::Unset(name) => ErrorKind::UnsetVariable(name.clone()),
                         SubstErrorKind::Malformed(_) => ErrorKind::Field,
                     };
-                    DescriptorError::new(file, kind)
+                    DescriptorError::new(&file, kind)
                         .at(config_at.advance(&config.get()[..e.offset]))
                         .field("config")
                         .message(e.kind.to_string())
@@ -120,17 +231,18 @@ impl Descriptor {
             }
         };
         let config = serde_json::from_str(&config_text)
-            .map_err(|e| DescriptorError::from_json(file, &e, config_at, Some("config")))?;
+            .map_err(|e| DescriptorError::from_json(&file, e, config_at, Some("config")))?;
         Ok(Descriptor {
             name,
             type_name,
             enabled: raw.enabled.unwrap_or(true),
             config,
-            file: file.to_path_buf(),
-            config_text,
-            config_at,
-            type_at,
-            version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            file,
+            located: Some(Located {
+                type_at,
+                config: Some((config_text, config_at)),
+            }),
+            version: next_version(),
         })
     }
 
@@ -142,6 +254,46 @@ impl Descriptor {
                 && self.type_name == other.type_name
                 && self.enabled == other.enabled
                 && self.config == other.config
+    }
+
+    /// Where the `type` value is in the file, when parsed from one.
+    pub(crate) fn type_at(&self) -> Option<Position> {
+        self.located.as_ref().map(|l| l.type_at)
+    }
+
+    /// The config's text in the file and where it starts, when it still says what
+    /// [`config`](Self::config) says (the field is public and may have been replaced).
+    pub(crate) fn config_in_file(&self) -> Option<(&str, Position)> {
+        let (text, at) = self.located.as_ref()?.config.as_ref()?;
+        let current = serde_json::from_str::<serde_json::Value>(text).ok()?;
+        (current == self.config).then_some((text.as_str(), *at))
+    }
+}
+
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Equal when the public fields are: where the parts were in a file does not count.
+impl PartialEq for Descriptor {
+    fn eq(&self, other: &Descriptor) -> bool {
+        self.name == other.name
+            && self.type_name == other.type_name
+            && self.enabled == other.enabled
+            && self.config == other.config
+            && self.file == other.file
+    }
+}
+
+impl fmt::Debug for Descriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Descriptor")
+            .field("name", &self.name)
+            .field("type_name", &self.type_name)
+            .field("enabled", &self.enabled)
+            .field("config", &self.config)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,9 +319,7 @@ fn offset_in(whole: &str, part: &str) -> usize {
 /// Reads a descriptor file, refusing files over [`MAX_DESCRIPTOR_BYTES`] without reading
 /// them whole.
 pub(crate) fn read_limited(file: &Path) -> Result<Vec<u8>, DescriptorError> {
-    let io = |e: std::io::Error| {
-        DescriptorError::new(file, ErrorKind::Io).message(format!("cannot read: {e}"))
-    };
+    let io = |e: std::io::Error| DescriptorError::io(file, e);
     let mut handle = fs::File::open(file).map_err(io)?;
     let len = handle.metadata().map_err(io)?.len();
     if len > MAX_DESCRIPTOR_BYTES {
@@ -201,7 +351,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Descriptor, DescriptorError> {
-        Descriptor::parse(Path::new("deploy/10_edge.json"), text.as_bytes(), &no_env)
+        Descriptor::from_bytes(Path::new("deploy/10_edge.json"), text.as_bytes(), &no_env)
     }
 
     #[test]
@@ -238,8 +388,17 @@ mod tests {
         let err = parse("{\"name\": \"edge\",\n  \"type\": \"x\"\n").unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Syntax);
         assert_eq!(err.position().unwrap().line, 3);
-        let err =
-            Descriptor::parse(Path::new("f.json"), b"{\"name\": \"\xff\"}", &no_env).unwrap_err();
+        assert_eq!(err.to_string(), "deploy/10_edge.json:3:1: invalid JSON");
+        let json = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<serde_json::Error>())
+            .expect("serde_json's error is the source");
+        assert!(json.is_eof());
+        assert!(
+            err.detail().starts_with("invalid JSON: EOF while parsing"),
+            "{err:?}"
+        );
+        let err = Descriptor::from_bytes(Path::new("f.json"), b"{\"name\": \"\xff\"}", &no_env)
+            .unwrap_err();
         assert!(
             err.to_string().starts_with("f.json:1:11: invalid UTF-8"),
             "{err}"
@@ -255,7 +414,7 @@ mod tests {
             "{err}"
         );
         let env = |name: &str| (name == "PORT").then(|| "7001".to_owned());
-        let d = Descriptor::parse(
+        let d = Descriptor::from_bytes(
             Path::new("f.json"),
             br#"{"name": "a", "type": "x", "config": {"up": "127.0.0.1:${PORT}", "x": "${X:-y}"}}"#,
             &env,
@@ -279,6 +438,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("`UPSTREAM` is not set"), "{text}");
+    }
+
+    #[test]
+    fn parse_reads_text_by_the_file_rules() {
+        let d = Descriptor::parse_with_env(
+            r#"{"name": "a", "type": "x", "enabled": false, "config": {"k": "${K:-v}"}}"#,
+            "a.json",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            Descriptor::new("a", "x")
+                .enabled(false)
+                .config(serde_json::json!({"k": "v"}))
+                .file("a.json")
+        );
+        let err = Descriptor::parse("  ", "a.json").unwrap_err();
+        assert!(
+            err.to_string().starts_with("a.json:1:1: the file is empty"),
+            "{err}"
+        );
+        let err =
+            Descriptor::parse(r#"{"name": "a", "type": "x", "extra": 1}"#, "a.json").unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Field);
+        assert!(std::error::Error::source(&err).is_none());
     }
 
     #[test]

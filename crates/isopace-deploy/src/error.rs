@@ -4,6 +4,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 /// A 1-based line and column in a descriptor file (the column counts bytes).
@@ -89,22 +90,36 @@ pub enum ErrorKind {
     Start,
 }
 
+/// A cause kept behind a [`DescriptorError`]: shared, so the error stays `Clone` (a scan
+/// reports it and keeps it in the file's status).
+type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A problem with one descriptor file: which file, where in it, which field, and what.
 ///
-/// Displays as `file:line:column: field `f`: message`, leaving out what is unknown.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Displays as `file:line:column: field `f`: message`, leaving out what is unknown (a
+/// descriptor built in code has no file and no positions). The cause, when there is one, is
+/// the [`source`](std::error::Error::source) and is not repeated in the message: the
+/// operating system's [`io::Error`](std::io::Error) for [`ErrorKind::Io`], serde_json's error
+/// for [`ErrorKind::Syntax`], the factory's own error for [`ErrorKind::Build`] and the host's
+/// for [`ErrorKind::Start`]. Print it with its sources (`isopace_host::error_chain`), or use
+/// [`detail`](Self::detail) for the text without the location.
+///
+/// Two errors are equal when they say the same: the same file, position, field, kind and
+/// message, and causes with the same text.
+#[derive(Debug, Clone)]
 pub struct DescriptorError {
     // Boxed: errors travel in `Result`s on every path, and most of those are `Ok`.
     inner: Box<Inner>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Inner {
     file: PathBuf,
     position: Option<Position>,
     field: Option<String>,
     kind: ErrorKind,
     message: String,
+    cause: Option<Cause>,
 }
 
 impl DescriptorError {
@@ -116,12 +131,26 @@ impl DescriptorError {
                 field: None,
                 kind,
                 message: String::new(),
+                cause: None,
             }),
         }
     }
 
+    /// A file that could not be listed, opened or read.
+    pub(crate) fn io(file: &Path, error: std::io::Error) -> Self {
+        DescriptorError::new(file, ErrorKind::Io)
+            .message("cannot read")
+            .caused_by(error)
+    }
+
     pub(crate) fn at(mut self, position: Position) -> Self {
         self.inner.position = Some(position);
+        self
+    }
+
+    /// At `position` when it is known.
+    pub(crate) fn at_maybe(mut self, position: Option<Position>) -> Self {
+        self.inner.position = position;
         self
     }
 
@@ -135,30 +164,58 @@ impl DescriptorError {
         self
     }
 
+    pub(crate) fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.inner.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// Keeps a boxed error (a factory's) as the cause; its source is the error the factory
+    /// returned, not a wrapper around it.
+    pub(crate) fn caused_by_boxed(
+        mut self,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        self.inner.cause = Some(Arc::from(cause));
+        self
+    }
+
     /// A serde_json error from parsing a part of the file that starts at `base`.
+    ///
+    /// A syntax error keeps serde_json's error as its cause: the whole file was parsed, so
+    /// its line and column are the file's. A field error (unknown, missing, wrong type) is
+    /// described in serde's words without its position, which is relative to the part that
+    /// was parsed; the error's own position is the file's.
     pub(crate) fn from_json(
         file: &Path,
-        error: &serde_json::Error,
+        error: serde_json::Error,
         base: Position,
         field: Option<&str>,
     ) -> Self {
-        let kind = match error.classify() {
-            serde_json::error::Category::Data => ErrorKind::Field,
-            _ => ErrorKind::Syntax,
-        };
-        let mut e = DescriptorError::new(file, kind).message(json_message(error));
-        if error.line() > 0 {
-            e = e.at(base.offset_by(error.line(), error.column()));
+        let at = if error.line() > 0 {
+            base.offset_by(error.line(), error.column())
         } else {
-            e = e.at(base);
-        }
+            base
+        };
+        let e = match error.classify() {
+            serde_json::error::Category::Data => {
+                DescriptorError::new(file, ErrorKind::Field).message(json_message(&error))
+            }
+            _ => DescriptorError::new(file, ErrorKind::Syntax)
+                .message("invalid JSON")
+                .caused_by(error),
+        };
+        let e = e.at(at);
         match field {
             Some(field) => e.field(field),
             None => e,
         }
     }
 
-    /// The file.
+    /// The file; empty for a descriptor built in code without
+    /// [`Descriptor::file`](crate::Descriptor::file).
     pub fn file(&self) -> &Path {
         &self.inner.file
     }
@@ -178,9 +235,17 @@ impl DescriptorError {
         &self.inner.kind
     }
 
-    /// The message alone, without file, position or field.
-    pub fn detail(&self) -> &str {
-        &self.inner.message
+    /// What went wrong, followed by its causes, without file, position or field: for a
+    /// display that shows those apart.
+    pub fn detail(&self) -> String {
+        match &self.inner.cause {
+            None => self.inner.message.clone(),
+            Some(cause) => format!(
+                "{}: {}",
+                self.inner.message,
+                isopace_host::error_chain(&**cause)
+            ),
+        }
     }
 }
 
@@ -194,11 +259,13 @@ pub(crate) fn json_message(error: &serde_json::Error) -> String {
 impl fmt::Display for DescriptorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.inner;
-        write!(f, "{}", e.file.display())?;
-        if let Some(at) = e.position {
-            write!(f, ":{at}")?;
+        let file = e.file.as_os_str();
+        match (file.is_empty(), e.position) {
+            (false, Some(at)) => write!(f, "{}:{at}: ", e.file.display())?,
+            (false, None) => write!(f, "{}: ", e.file.display())?,
+            (true, Some(at)) => write!(f, "{at}: ")?,
+            (true, None) => {}
         }
-        f.write_str(": ")?;
         if let Some(field) = &e.field {
             write!(f, "field `{field}`: ")?;
         }
@@ -206,7 +273,30 @@ impl fmt::Display for DescriptorError {
     }
 }
 
-impl std::error::Error for DescriptorError {}
+impl std::error::Error for DescriptorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for DescriptorError {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.inner, &other.inner);
+        // A rescan meets a file's io::Error anew each time: equal text is the same problem.
+        let cause = |c: &Option<Cause>| c.as_deref().map(|c| isopace_host::error_chain(c));
+        a.file == b.file
+            && a.position == b.position
+            && a.field == b.field
+            && a.kind == b.kind
+            && a.message == b.message
+            && cause(&a.cause) == cause(&b.cause)
+    }
+}
+
+impl Eq for DescriptorError {}
 
 /// What stops a whole scan. Nothing is deployed or undeployed when a scan fails.
 #[derive(Debug, thiserror::Error)]
@@ -253,5 +343,23 @@ mod tests {
             }
         );
         assert_eq!(base.offset_by(2, 5), Position { line: 4, column: 5 });
+    }
+
+    #[test]
+    fn the_cause_is_the_source_and_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = DescriptorError::io(Path::new("d/a.json"), io());
+        assert_eq!(e.to_string(), "d/a.json: cannot read");
+        assert_eq!(e.detail(), "cannot read: gone");
+        assert_eq!(isopace_host::error_chain(&e), "d/a.json: cannot read: gone");
+        let source = std::error::Error::source(&e).unwrap();
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().unwrap().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        // Equal when they say the same, though each io::Error is a new value.
+        assert_eq!(e, DescriptorError::io(Path::new("d/a.json"), io()));
+        let other = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert_ne!(e, DescriptorError::io(Path::new("d/a.json"), other));
     }
 }

@@ -1,6 +1,7 @@
 //! isopace deployment: a directory of JSON descriptor files becomes running components,
 //! hot-(re)deployed as the files change.
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
 mod deployer;
 mod descriptor;

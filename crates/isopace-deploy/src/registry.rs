@@ -128,7 +128,11 @@ impl Registry {
                 None => Ok(None),
                 Some(env) => factory(&d.name, config, env)
                     .map(|c| Some(Box::new(c) as Box<dyn Component>))
-                    .map_err(|e| build_error(d, &*e)),
+                    .map_err(|e| {
+                        DescriptorError::new(&d.file, ErrorKind::Build)
+                            .message(format!("the `{}` factory failed", d.type_name))
+                            .caused_by_boxed(e)
+                    }),
             }
         };
         self.insert(type_name, description, example, Arc::new(make))
@@ -207,7 +211,7 @@ impl Registry {
                 &descriptor.file,
                 ErrorKind::UnknownType(descriptor.type_name.clone()),
             )
-            .at(descriptor.type_at)
+            .at_maybe(descriptor.type_at())
             .field("type")
             .message(format!(
                 "unknown component type `{}` (registered: {})",
@@ -222,39 +226,52 @@ impl Registry {
     }
 }
 
-/// Deserializes the descriptor's config text into `T`, keeping the file position and the
-/// path of the offending field.
+/// Deserializes the descriptor's config into `T`; an error names the path of the offending
+/// field and, for a descriptor parsed from a file, its line:column there.
 fn decode<T: DeserializeOwned>(d: &Descriptor) -> Result<T, DescriptorError> {
-    let mut de = serde_json::Deserializer::from_str(&d.config_text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
-            "config".to_owned()
-        } else {
-            format!("config.{path}")
-        };
-        let at = if inner.line() > 0 {
-            d.config_at.offset_by(inner.line(), inner.column())
-        } else {
-            d.config_at
-        };
-        DescriptorError::new(&d.file, ErrorKind::Field)
-            .at(at)
-            .field(field)
-            .message(json_message(&inner))
-    })
-}
-
-fn build_error(d: &Descriptor, error: &(dyn std::error::Error + 'static)) -> DescriptorError {
-    let mut message = format!("the `{}` factory failed: {error}", d.type_name);
-    let mut source = error.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
+    // A file's config is checked to be an object when it is parsed; one set in code is
+    // checked here, by the same rule.
+    if !d.config.is_object() {
+        return Err(DescriptorError::new(&d.file, ErrorKind::Field)
+            .field("config")
+            .message("must be a JSON object"));
     }
-    DescriptorError::new(&d.file, ErrorKind::Build).message(message)
+    // The value is what counts (it may have been set in code); the file's text only places
+    // an error, so it is decoded again, from the text, once decoding failed.
+    let error = match serde_path_to_error::deserialize::<_, T>(&d.config) {
+        Ok(config) => return Ok(config),
+        Err(error) => error,
+    };
+    let (error, at) = match d.config_in_file() {
+        Some((text, config_at)) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(in_text) => (in_text, Some(config_at)),
+                // serde_json decodes a value and its text alike; should they ever differ,
+                // the value's error stands, without a position.
+                Ok(_) => (error, None),
+            }
+        }
+        None => (error, None),
+    };
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let field = if path == "." || path.is_empty() {
+        "config".to_owned()
+    } else {
+        format!("config.{path}")
+    };
+    let at = at.map(|config_at| {
+        if inner.line() > 0 {
+            config_at.offset_by(inner.line(), inner.column())
+        } else {
+            config_at
+        }
+    });
+    Err(DescriptorError::new(&d.file, ErrorKind::Field)
+        .at_maybe(at)
+        .field(field)
+        .message(json_message(&inner)))
 }
 
 impl fmt::Debug for Registry {
@@ -262,5 +279,136 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("types", &self.types.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use isopace_host::{Host, async_trait};
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct LinkConfig {
+        port: u16,
+    }
+
+    struct Link {
+        name: String,
+    }
+
+    #[async_trait]
+    impl Component for Link {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        async fn start(&mut self, _: &Env) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn stop(&mut self, _: &Env) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry
+            .register_typed(
+                "link",
+                "a link",
+                json!({ "port": 1 }),
+                |name: &str, config: LinkConfig, _: &Env| {
+                    if config.port == 0 {
+                        return Err("port 0".into());
+                    }
+                    Ok(Link {
+                        name: name.to_owned(),
+                    })
+                },
+            )
+            .unwrap();
+        registry
+    }
+
+    #[test]
+    fn a_descriptor_built_in_code_is_checked_by_field_path() {
+        let registry = registry();
+        let d = Descriptor::new("a", "link").config(json!({ "port": "http" }));
+        let err = registry.check(&d).unwrap_err();
+        assert_eq!(err.position(), None);
+        assert_eq!(
+            err.to_string(),
+            "field `config.port`: invalid type: string \"http\", expected u16"
+        );
+        let err = registry.check(&d.file("a.json")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("a.json: field `config.port`"),
+            "{err}"
+        );
+
+        let err = registry.check(&Descriptor::new("a", "nope")).unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::UnknownType("nope".into()));
+        assert_eq!(
+            err.to_string(),
+            "field `type`: unknown component type `nope` (registered: link)"
+        );
+        let err = registry
+            .check(&Descriptor::new("a", "link").config(json!([7])))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "field `config`: must be a JSON object");
+        registry
+            .check(&Descriptor::new("a", "link").config(json!({ "port": 7 })))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_config_replaced_after_parsing_is_what_is_checked() {
+        let registry = registry();
+        let text = "{\"name\": \"a\", \"type\": \"link\",\n \"config\": {\"port\": 7}}";
+        let mut d = Descriptor::parse(text, "a.json").unwrap();
+        registry.check(&d).unwrap();
+        // Set through the public field: the file's text no longer describes the config, so
+        // the error has no position rather than a wrong one.
+        d.config = json!({ "port": -1 });
+        let err = registry.check(&d).unwrap_err();
+        assert_eq!(err.position(), None);
+        assert_eq!(err.field_path(), Some("config.port"));
+        // Through the builder method, the same.
+        let d = Descriptor::parse(text, "a.json")
+            .unwrap()
+            .config(json!({ "port": "x" }));
+        assert_eq!(registry.check(&d).unwrap_err().position(), None);
+        // Parsed and unchanged, the error points into the file.
+        let text = "{\"name\": \"a\", \"type\": \"link\",\n \"config\": {\"port\": -1}}";
+        let err = registry
+            .check(&Descriptor::parse(text, "a.json").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.position(),
+            Some(crate::Position {
+                line: 2,
+                column: 22
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn build_keeps_the_factorys_error_as_the_source() {
+        let registry = registry();
+        let host = Host::builder().build();
+        let d = Descriptor::new("a", "link").config(json!({ "port": 0 }));
+        let err = registry.build(&d, host.env()).err().unwrap();
+        assert_eq!(err.kind(), &ErrorKind::Build);
+        assert_eq!(err.to_string(), "the `link` factory failed");
+        let source = std::error::Error::source(&err).expect("the factory's error");
+        assert_eq!(source.to_string(), "port 0");
+        assert_eq!(err.detail(), "the `link` factory failed: port 0");
+
+        let d = d.config(json!({ "port": 9 }));
+        let component = registry.build(&d, host.env()).unwrap();
+        assert_eq!(component.name(), "a");
     }
 }

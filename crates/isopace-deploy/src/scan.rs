@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use isopace_host::{Host, error_chain as error_chain_of};
+use isopace_host::{Host, error_chain};
 
 use crate::{
     Descriptor, Registry,
@@ -87,8 +87,8 @@ pub struct FileStatus {
     pub type_name: Option<String>,
     /// Its state.
     pub state: FileState,
-    /// Why it failed.
-    pub error: Option<String>,
+    /// Why it failed. Print it with its causes (`isopace_host::error_chain`).
+    pub error: Option<DescriptorError>,
     /// When its state last changed.
     pub applied_at: SystemTime,
 }
@@ -232,9 +232,7 @@ fn refresh(state: &mut ScanState, dir: &Path, env: &dyn Lookup) -> Result<Vec<Re
             Err(e) => {
                 record.meta = None;
                 record.content = None;
-                record.parsed =
-                    Err(DescriptorError::new(&path, ErrorKind::Io)
-                        .message(format!("cannot read: {e}")));
+                record.parsed = Err(DescriptorError::io(&path, e));
             }
             Ok(m) => {
                 let meta = Meta::of(&m);
@@ -250,7 +248,7 @@ fn refresh(state: &mut ScanState, dir: &Path, env: &dyn Lookup) -> Result<Vec<Re
                         }
                         Ok(bytes) => {
                             if record.content.as_deref() != Some(&bytes[..]) {
-                                record.parsed = Descriptor::parse(&path, &bytes, env);
+                                record.parsed = Descriptor::from_bytes(&path, &bytes, env);
                                 record.content = Some(bytes);
                             }
                         }
@@ -463,7 +461,7 @@ async fn apply(
     if let Some(previous) = &previous
         && let Err(e) = host.undeploy(&previous.name).await
     {
-        tracing::warn!(component = previous.name, error = %error_chain_of(&e), "stopping the previous version failed");
+        tracing::warn!(component = previous.name, error = %error_chain(&e), "stopping the previous version failed");
     }
     match host.deploy_boxed(component).await {
         Ok(()) => {
@@ -477,25 +475,28 @@ async fn apply(
             None
         }
         Err(e) => {
-            let started = error_chain_of(&e);
-            let mut detail = started.clone();
-            if let Some(previous) = previous {
-                match rollback(host, registry, &previous).await {
+            // The message says what runs now; the host's error, the cause, says why.
+            let message = match previous {
+                None => "not deployed".to_owned(),
+                Some(previous) => match rollback(host, registry, &previous).await {
                     Ok(()) => {
                         report.rolled_back.push(previous.name.clone());
                         record.running = Some(previous);
-                        detail = format!("{started}; rolled back to the previous version");
+                        "not redeployed; rolled back to the previous version".to_owned()
                     }
                     Err(rollback_error) => {
                         report.undeployed.push(previous.name.clone());
-                        detail = format!(
-                            "{started}; rolling back to the previous version failed too: {}",
+                        format!(
+                            "not redeployed, and rolling back to the previous version failed too \
+                             ({}); neither version runs",
                             rollback_error.detail()
-                        );
+                        )
                     }
-                }
-            }
-            let error = DescriptorError::new(&want.file, ErrorKind::Start).message(detail);
+                },
+            };
+            let error = DescriptorError::new(&want.file, ErrorKind::Start)
+                .message(message)
+                .caused_by(e);
             record.failed = Some((want, error.clone()));
             Some(error)
         }
@@ -509,7 +510,9 @@ async fn rollback(
 ) -> Result<(), DescriptorError> {
     let component = registry.build(previous, host.env())?;
     host.deploy_boxed(component).await.map_err(|e| {
-        DescriptorError::new(&previous.file, ErrorKind::Start).message(error_chain_of(&e))
+        DescriptorError::new(&previous.file, ErrorKind::Start)
+            .message("the previous version did not start")
+            .caused_by(e)
     })
 }
 
@@ -518,7 +521,7 @@ async fn undeploy(host: &Host, running: &Descriptor, report: &mut ScanReport) {
         Ok(()) => {}
         Err(isopace_host::Error::NotFound(_)) => {}
         Err(e) => {
-            tracing::warn!(component = running.name, error = %error_chain_of(&e), "undeploy failed; the component was removed anyway");
+            tracing::warn!(component = running.name, error = %error_chain(&e), "undeploy failed; the component was removed anyway");
         }
     }
     report.undeployed.push(running.name.clone());
@@ -533,7 +536,7 @@ fn update_status(
 ) -> bool {
     let parsed = record.parsed.as_ref().ok();
     let (state, error) = match &problem {
-        Some(e) => (FileState::Failed, Some(e.to_string())),
+        Some(e) => (FileState::Failed, Some(e.clone())),
         None if parsed.is_some_and(|d| !d.enabled) => (FileState::Disabled, None),
         None => (FileState::Deployed, None),
     };
@@ -547,7 +550,7 @@ fn update_status(
         let name = name.map(str::to_owned);
         let type_name = described.map(|d| d.type_name.clone());
         if let Some(problem) = problem {
-            tracing::error!(file = %record.path.display(), error = %problem, "descriptor failed");
+            tracing::error!(file = %record.path.display(), error = %error_chain(&problem), "descriptor failed");
             report.failures.push(problem);
         }
         record.status = Some(FileStatus {
@@ -577,10 +580,10 @@ pub fn validate_dir(
     let mut claims: HashMap<String, PathBuf> = HashMap::new();
     for (path, meta) in listed.into_values() {
         let parsed = match meta {
-            Err(e) => {
-                Err(DescriptorError::new(&path, ErrorKind::Io).message(format!("cannot read: {e}")))
+            Err(e) => Err(DescriptorError::io(&path, e)),
+            Ok(_) => {
+                read_limited(&path).and_then(|bytes| Descriptor::from_bytes(&path, &bytes, &env))
             }
-            Ok(_) => read_limited(&path).and_then(|bytes| Descriptor::parse(&path, &bytes, &env)),
         };
         let descriptor = match parsed {
             Ok(d) => d,

@@ -1,10 +1,10 @@
 //! The deployer against a real directory: reconcile rules, failures, ordering, ConfigMap
 //! swaps and file events.
 
-use std::{fs, path::Path, sync::Arc, time::Duration};
+use std::{error::Error as _, fs, io, path::Path, sync::Arc, time::Duration};
 
-use isopace_deploy::{Deployer, ErrorKind, FileState, Registry, ScanReport};
-use isopace_host::{BoxError, Component, Env, Host, State, async_trait};
+use isopace_deploy::{Deployer, DescriptorError, ErrorKind, FileState, Registry, ScanReport};
+use isopace_host::{BoxError, Component, Env, Host, State, async_trait, error_chain};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
@@ -39,7 +39,7 @@ impl Component for Probe {
     async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
         self.log.lock().push(format!("{}:start", self.name));
         if self.fail_start {
-            return Err("refused to start".into());
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "refused to start").into());
         }
         Ok(())
     }
@@ -66,7 +66,7 @@ fn registry(log: &Log) -> Arc<Registry> {
             serde_json::json!({ "tag": "v1" }),
             move |name: &str, config: ProbeConfig, _env: &Env| {
                 if config.fail_build {
-                    return Err("asked to fail".into());
+                    return Err(io::Error::new(io::ErrorKind::NotFound, "asked to fail").into());
                 }
                 Ok(Probe {
                     name: name.to_owned(),
@@ -132,6 +132,18 @@ fn write_atomically(path: &Path, text: &str) {
     fs::rename(&tmp, path).unwrap();
 }
 
+/// The kind of the first `io::Error` among the error's sources.
+fn io_kind(error: &DescriptorError) -> Option<io::ErrorKind> {
+    let mut source = error.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
+}
+
 fn probe(name: &str, config: &str) -> String {
     format!(r#"{{"name": "{name}", "type": "probe", "config": {config}}}"#)
 }
@@ -174,12 +186,27 @@ async fn a_failed_rebuild_keeps_the_old_component_running() {
     f.write("a.json", &probe("a", r#"{"fail_build": true}"#));
     let report = f.scan().await;
     assert_eq!(report.failures.len(), 1);
-    assert_eq!(report.failures[0].kind(), &ErrorKind::Build);
-    assert!(report.failures[0].to_string().contains("asked to fail"));
+    let failure = &report.failures[0];
+    assert_eq!(failure.kind(), &ErrorKind::Build);
+    // The factory's error is the source, not part of the message.
+    let file = f.dir.path().join("a.json");
+    assert_eq!(
+        failure.to_string(),
+        format!("{}: the `probe` factory failed", file.display())
+    );
+    assert_eq!(
+        error_chain(failure),
+        format!(
+            "{}: the `probe` factory failed: asked to fail",
+            file.display()
+        )
+    );
+    assert_eq!(io_kind(failure), Some(io::ErrorKind::NotFound));
     assert!(f.events().is_empty(), "no stop, no start");
     assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
     let status = &f.deployer.status()[0];
     assert_eq!(status.state, FileState::Failed);
+    assert_eq!(status.error.as_ref(), Some(failure));
     // Reported once per content: the next scan neither retries nor reports it.
     let report = f.scan().await;
     assert!(report.failures.is_empty(), "{report:?}");
@@ -232,12 +259,18 @@ async fn a_new_version_that_fails_to_start_is_rolled_back() {
     let report = f.scan().await;
     assert_eq!(report.rolled_back, ["a"]);
     assert_eq!(report.failures.len(), 1);
-    let text = report.failures[0].to_string();
-    assert!(text.contains("refused to start"), "{text}");
-    assert!(
-        text.contains("rolled back to the previous version"),
-        "{text}"
+    let failure = &report.failures[0];
+    assert_eq!(failure.kind(), &ErrorKind::Start);
+    assert_eq!(
+        error_chain(failure),
+        format!(
+            "{}: not redeployed; rolled back to the previous version: \
+             component `a` failed to start: refused to start",
+            f.dir.path().join("a.json").display()
+        )
     );
+    // The component's own error can still be matched.
+    assert_eq!(io_kind(failure), Some(io::ErrorKind::AddrInUse));
     // Old stopped, new started and failed (and stopped), old started again.
     assert_eq!(f.events(), ["a:stop", "a:start", "a:stop", "a:start"]);
     assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
@@ -320,12 +353,22 @@ async fn a_truncated_file_keeps_the_old_component() {
     f.write("a.json", &full[..full.len() / 2]);
     let report = f.scan().await;
     assert_eq!(report.failures.len(), 1);
-    assert_eq!(report.failures[0].kind(), &ErrorKind::Syntax);
-    assert!(
-        report.failures[0]
-            .to_string()
-            .starts_with(&format!("{}:1:", f.dir.path().join("a.json").display()))
+    let failure = &report.failures[0];
+    assert_eq!(failure.kind(), &ErrorKind::Syntax);
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "{}:{}: invalid JSON",
+            f.dir.path().join("a.json").display(),
+            failure.position().unwrap()
+        )
     );
+    assert_eq!(failure.position().unwrap().line, 1);
+    let json = failure
+        .source()
+        .and_then(|s| s.downcast_ref::<serde_json::Error>())
+        .expect("serde_json's error is the source");
+    assert!(json.is_eof(), "{json}");
     assert!(f.events().is_empty());
     assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
     let status = &f.deployer.status()[0];
@@ -400,6 +443,45 @@ async fn typed_config_errors_name_line_column_and_field() {
         "{}",
         texts[1]
     );
+}
+
+#[tokio::test]
+async fn a_component_that_fails_its_first_start_is_not_deployed() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("a", r#"{"fail_start": true}"#));
+    let report = f.scan().await;
+    assert!(report.deployed.is_empty() && report.rolled_back.is_empty());
+    let failure = &report.failures[0];
+    assert_eq!(failure.kind(), &ErrorKind::Start);
+    assert_eq!(
+        failure.detail(),
+        "not deployed: component `a` failed to start: refused to start"
+    );
+    assert_eq!(io_kind(failure), Some(io::ErrorKind::AddrInUse));
+    assert!(f.host.components().is_empty());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_unreadable_file_keeps_the_operating_systems_error() {
+    let f = Fixture::new().await;
+    let file = f.dir.path().join("a.json");
+    std::os::unix::fs::symlink("nowhere.json", &file).unwrap();
+    let report = f.scan().await;
+    let failure = &report.failures[0];
+    assert_eq!(failure.kind(), &ErrorKind::Io);
+    assert_eq!(
+        failure.to_string(),
+        format!("{}: cannot read", file.display())
+    );
+    assert_eq!(io_kind(failure), Some(io::ErrorKind::NotFound));
+    let chain = error_chain(failure);
+    assert!(
+        chain.starts_with(&format!("{}: cannot read: ", file.display())),
+        "{chain}"
+    );
+    // A new io::Error on every scan is still the same problem: reported once.
+    assert!(f.scan().await.is_quiet());
 }
 
 #[tokio::test]
