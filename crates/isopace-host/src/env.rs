@@ -1,19 +1,24 @@
 //! `Env`: what the host shares with its components — config, observer, typed extensions,
 //! a log context and the component's published details.
 
-use std::{fmt, future::Future, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use isopace_config::Config;
 use isopace_observe::{NopObserver, Observer};
-use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{Instrument, instrument::Instrumented};
 
-use crate::Extensions;
-
-/// Where a component's published details live; shared by its env and the host's status row.
-pub(crate) type DetailsCell = Arc<Mutex<Option<Value>>>;
+use crate::{
+    BoxError, Extensions, Health, error_chain,
+    instance::{Instance, Live, TaskGuard},
+};
 
 /// The shared runtime context handed to components and factories.
 ///
@@ -26,6 +31,21 @@ pub(crate) type DetailsCell = Arc<Mutex<Option<Value>>>;
 /// component: [`Env::span`] is a tracing span carrying its name, [`Env::spawn`] runs a
 /// background task inside that span so every log line of the task names the component, and
 /// [`Env::set_details`] publishes what the component wants its status to show.
+///
+/// # Supervision
+///
+/// A component's life does not end with `start` returning, and the host watches all of it
+/// through the env its instance was started with:
+/// - tasks spawned with [`Env::spawn`] and [`Env::spawn_fallible`] belong to the instance: a
+///   panic in one, or an `Err` from a fallible one, is the component's failure; after the
+///   component's `stop` returns, the host cancels [`Env::cancellation`] and waits for them
+///   within what is left of the stop bound, then aborts what still runs;
+/// - [`Env::fail`] reports a failure directly, [`Env::finish`] a clean end of its work;
+/// - [`Env::ready_later`] in `start` defers readiness until [`Env::set_ready`];
+/// - [`Env::set_health`] reports health; unhealthy past [`Env::set_unhealthy_threshold`]
+///   is a failure.
+///
+/// What follows a failure is the component's [`RestartPolicy`](crate::RestartPolicy).
 ///
 /// ```
 /// use isopace_host::Env;
@@ -44,7 +64,10 @@ pub struct Env {
     extensions: Extensions,
     component: Option<Arc<str>>,
     span: tracing::Span,
-    details: Option<DetailsCell>,
+    /// What the component reports, shared with its status row.
+    live: Option<Arc<Live>>,
+    /// The started instance this env belongs to, when the host started it.
+    instance: Option<Arc<Instance>>,
 }
 
 impl Default for Env {
@@ -62,7 +85,8 @@ impl Env {
             extensions: Extensions::default(),
             component: None,
             span: tracing::Span::none(),
-            details: None,
+            live: None,
+            instance: None,
         }
     }
 
@@ -75,13 +99,26 @@ impl Env {
             extensions: self.extensions.clone(),
             component: Some(Arc::from(name)),
             span: tracing::info_span!("component", component = name),
-            details: Some(DetailsCell::default()),
+            live: Some(Arc::default()),
+            instance: None,
         }
     }
 
-    /// The cell this env publishes details into, shared with the host's status row.
-    pub(crate) fn details_cell(&self) -> Option<&DetailsCell> {
-        self.details.as_ref()
+    /// What this env's component reports, shared with the host's status row.
+    pub(crate) fn live(&self) -> Option<&Arc<Live>> {
+        self.live.as_ref()
+    }
+
+    /// The same env bound to a newly started instance.
+    pub(crate) fn with_instance(&self, instance: Arc<Instance>) -> Env {
+        Env {
+            instance: Some(instance),
+            ..self.clone()
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.instance.as_ref().map_or(0, |i| i.generation)
     }
 
     /// The root configuration.
@@ -119,21 +156,97 @@ impl Env {
     /// redeployed successor starts with none. On an env not scoped to a component this does
     /// nothing.
     pub fn set_details(&self, details: Value) {
-        if let Some(cell) = &self.details {
-            *cell.lock() = Some(details);
+        if let Some(live) = &self.live {
+            live.set_details(self.generation(), Some(details));
         }
     }
 
     /// Removes this component's published details.
     pub fn clear_details(&self) {
-        if let Some(cell) = &self.details {
-            *cell.lock() = None;
+        if let Some(live) = &self.live {
+            live.set_details(self.generation(), None);
         }
     }
 
     /// The details this component published last.
     pub fn details(&self) -> Option<Value> {
-        self.details.as_ref().and_then(|cell| cell.lock().clone())
+        self.live
+            .as_ref()
+            .and_then(|l| l.read(|s| s.details.clone()))
+    }
+
+    /// Declares, during `start`, that the component becomes ready later than `start`
+    /// returning; it is not ready until [`set_ready`](Env::set_ready)`(true)`. Without it, a
+    /// component is ready once `start` returns.
+    pub fn ready_later(&self) {
+        if let Some(instance) = &self.instance {
+            instance.ready_later.store(true, Ordering::Release);
+        }
+    }
+
+    /// Says whether the component is ready to serve. Reports from an instance that has since
+    /// been replaced are ignored.
+    pub fn set_ready(&self, ready: bool) {
+        if let Some(live) = &self.live {
+            live.set_ready(self.generation(), ready);
+        }
+    }
+
+    /// Reports the component's health. [`Health::Unhealthy`] that lasts longer than the
+    /// [unhealthy threshold](Env::set_unhealthy_threshold) is the component's failure.
+    pub fn set_health(&self, health: Health) {
+        match (&self.instance, &self.live) {
+            (Some(instance), _) => instance.set_health(health),
+            (None, Some(live)) => {
+                live.set_health(0, health);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// How long the component may stay unhealthy before that is a failure (zero unless set:
+    /// an unhealthy report is a failure at once).
+    pub fn set_unhealthy_threshold(&self, threshold: Duration) {
+        if let Some(instance) = &self.instance {
+            instance.set_unhealthy_threshold(threshold);
+        }
+    }
+
+    /// Reports that the component failed after `start` returned. The host stops it and
+    /// applies its restart policy. Only an instance's first report counts; on an env the
+    /// host did not start this only logs.
+    pub fn fail(&self, error: impl Into<BoxError>) {
+        let error: BoxError = error.into();
+        let chain = error_chain(error.as_ref());
+        match &self.instance {
+            Some(instance) => instance.fail(chain),
+            None => {
+                tracing::error!(parent: &self.span, error = %chain, "component failed");
+            }
+        }
+    }
+
+    /// Reports that the component finished its work cleanly (a one-shot job, a child that
+    /// exited 0). The host stops it, and restarts it only under
+    /// [`Restart::Always`](crate::Restart::Always).
+    pub fn finish(&self) {
+        if let Some(instance) = &self.instance {
+            instance.finish();
+        }
+    }
+
+    /// A token the host cancels when the component's `stop` has returned, for its tasks to
+    /// wind down; a fresh, never-cancelled token on an env the host did not start.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.instance
+            .as_ref()
+            .map_or_else(CancellationToken::new, |i| i.token.clone())
+    }
+
+    /// Completes once the host cancels this instance's tasks (see
+    /// [`cancellation`](Env::cancellation)).
+    pub fn cancelled(&self) -> WaitForCancellationFutureOwned {
+        self.cancellation().cancelled_owned()
     }
 
     /// The component this env is scoped to, if any.
@@ -151,8 +264,13 @@ impl Env {
         future.instrument(self.span.clone())
     }
 
-    /// Spawns a background task on the current tokio runtime, instrumented with
-    /// [`Env::instrument`].
+    /// Spawns a background task of the component on the current tokio runtime,
+    /// instrumented with [`Env::instrument`].
+    ///
+    /// When the host started the component, the task belongs to that instance: a panic in
+    /// it is the component's failure (the returned handle still sees the panic), and the
+    /// host awaits it after the component's `stop`, aborting it if it outlives the stop
+    /// bound.
     ///
     /// # Panics
     ///
@@ -162,7 +280,49 @@ impl Env {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        tokio::spawn(self.instrument(future))
+        let Some(instance) = &self.instance else {
+            return tokio::spawn(self.instrument(future));
+        };
+        let id = instance.reserve();
+        let guard = TaskGuard {
+            instance: Arc::clone(instance),
+            id,
+        };
+        let task = async move {
+            let guard = guard;
+            match crate::call::CatchUnwind(Box::pin(future)).await {
+                Ok(output) => output,
+                Err(panic) => {
+                    let message = crate::call::panic_message(&*panic);
+                    guard
+                        .instance
+                        .fail(format!("a task of the component panicked: {message}"));
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        };
+        let handle = instance.tracker.spawn(self.instrument(task));
+        instance.register(id, handle.abort_handle());
+        handle
+    }
+
+    /// Spawns a fallible background task of the component, like [`spawn`](Env::spawn): an
+    /// `Err` it returns is the component's failure, an `Ok` is not.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime, like [`tokio::spawn`].
+    pub fn spawn_fallible<F, E>(&self, future: F) -> JoinHandle<()>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let env = self.clone();
+        self.spawn(async move {
+            if let Err(error) = future.await {
+                env.fail(error);
+            }
+        })
     }
 }
 

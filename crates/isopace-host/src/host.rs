@@ -11,15 +11,17 @@ use std::{
 };
 
 use isopace_config::Config;
-use isopace_observe::{NopObserver, Observer, attr};
-use tokio::time::Instant;
+use isopace_observe::{Counter, NopObserver, Observer, attr};
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    Component, Env,
+    Component, Env, Restart, Supervision,
     call::{Call, Instruments, check_reentrant},
     error::{ComponentError, Error, Failure, Phase},
     error_chain,
+    instance::{Event, EventKind, Instance},
     status::{ComponentStatus, Key, STATE_GAUGE, Slot, State, Table},
+    supervise::Jitter,
 };
 
 /// Default bound on [`Host::run`]'s stop after the shutdown signal.
@@ -84,6 +86,14 @@ struct Inner {
     lifecycle: tokio::sync::Mutex<()>,
     /// Names, states and the components themselves. Held only briefly, never across an await.
     state: parking_lot::Mutex<Slots>,
+    /// Where instances report failures and finishes, and backoff timers their end.
+    events: mpsc::UnboundedSender<Event>,
+    /// The supervisor's end of `events`, until the supervisor task takes it.
+    pending_supervisor: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    /// Numbers instances host-wide, so a report from a replaced instance is recognised.
+    generations: AtomicU64,
+    jitter: Jitter,
+    restarts: Counter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +101,11 @@ struct Settings {
     shutdown_timeout: Duration,
     start_timeout: Duration,
     stop_timeout: Duration,
+    jitter: f64,
 }
+
+/// Default spread of restart waits: each is drawn from ±10 % of its nominal value.
+pub const DEFAULT_RESTART_JITTER: f64 = 0.1;
 
 /// Whether the host as a whole is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +139,7 @@ impl Default for HostBuilder {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 start_timeout: DEFAULT_START_TIMEOUT,
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
+                jitter: DEFAULT_RESTART_JITTER,
             },
         }
     }
@@ -164,10 +179,22 @@ impl HostBuilder {
         self
     }
 
+    /// How much restart waits are spread: a fraction in `[0, 1]` (default
+    /// [`DEFAULT_RESTART_JITTER`]); zero makes every wait exact, which tests want.
+    pub fn restart_jitter(mut self, fraction: f64) -> Self {
+        self.settings.jitter = fraction;
+        self
+    }
+
     /// Builds the host. Its env's extensions hold a [`WeakHost`] to it.
     pub fn build(self) -> Host {
         let instruments = Instruments::new(&*self.observer);
         let table = Table::new(self.observer.gauge(STATE_GAUGE));
+        let restarts = self.observer.counter("isopace_component_restarts_total");
+        let (events, pending) = mpsc::unbounded_channel();
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         let env = Env::new(self.config, self.observer);
         let inner = Arc::new_cyclic(|weak| {
             env.insert_extension(WeakHost {
@@ -183,6 +210,11 @@ impl HostBuilder {
                     phase: HostPhase::Idle,
                     table,
                 }),
+                events,
+                pending_supervisor: parking_lot::Mutex::new(Some(pending)),
+                generations: AtomicU64::new(1),
+                jitter: Jitter::new(self.settings.jitter, seed),
+                restarts,
             }
         });
         Host { inner }
@@ -228,12 +260,23 @@ impl Host {
 
     /// [`register`](Host::register) for an already boxed component.
     pub fn register_boxed(&self, component: Box<dyn Component>) -> Result<(), Error> {
+        self.register_with(component, Supervision::new())
+    }
+
+    /// [`register`](Host::register) with a restart policy, criticality and rebuild.
+    pub fn register_with(
+        &self,
+        component: Box<dyn Component>,
+        supervision: Supervision,
+    ) -> Result<(), Error> {
         check_reentrant(self.inner.id, "register")?;
         let mut slots = self.inner.state.lock();
         if slots.phase != HostPhase::Idle {
             return Err(Error::Running);
         }
-        slots.insert(component, &self.inner.env).map(drop)
+        slots
+            .insert(component, &self.inner.env, supervision)
+            .map(drop)
     }
 
     /// The component names in lifecycle (registration) order.
@@ -322,6 +365,11 @@ impl Host {
                 return Ok(());
             }
             slots.phase = HostPhase::Stopping;
+            // A component waiting out its backoff has nothing running: it is stopped now,
+            // and its pending restart will find it so and do nothing.
+            for key in slots.table.keys_in(State::Backoff) {
+                slots.table.set(key, State::Stopped, None);
+            }
             slots.table.keys_in(State::Running)
         };
         let cancelled = OnCancel::new(|| self.settle_phase());
@@ -384,12 +432,24 @@ impl Host {
 
     /// [`deploy`](Host::deploy) for an already boxed component.
     pub async fn deploy_boxed(&self, component: Box<dyn Component>) -> Result<(), Error> {
+        self.deploy_with(component, Supervision::new()).await
+    }
+
+    /// [`deploy`](Host::deploy) with a restart policy, criticality and rebuild.
+    pub async fn deploy_with(
+        &self,
+        component: Box<dyn Component>,
+        supervision: Supervision,
+    ) -> Result<(), Error> {
         check_reentrant(self.inner.id, "deploy")?;
         let _lifecycle = self.inner.lifecycle.lock().await;
         let (key, running) = {
             let mut slots = self.inner.state.lock();
             let running = slots.phase == HostPhase::Running;
-            (slots.insert(component, &self.inner.env)?, running)
+            (
+                slots.insert(component, &self.inner.env, supervision)?,
+                running,
+            )
         };
         if !running {
             return Ok(());
@@ -461,13 +521,35 @@ impl Host {
             Phase::Stop => State::Stopping,
         };
         let began = SystemTime::now();
-        let (name, slot) = self
-            .inner
-            .state
-            .lock()
-            .table
-            .take(key, transient, began)
-            .expect("lifecycle calls are serialised, so a registered component is in its slot");
+        let (name, mut slot, instance) = {
+            let mut slots = self.inner.state.lock();
+            let (name, slot) = slots
+                .table
+                .take(key, transient, began)
+                .expect("lifecycle calls are serialised, so a registered component is in its slot");
+            let row = slots.table.supervised(key).expect("just taken");
+            let instance = match phase {
+                // Each start begins a new instance: new tasks, new reports.
+                Phase::Start => {
+                    let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+                    row.live.begin(generation);
+                    let instance = Arc::new(Instance::new(
+                        key,
+                        generation,
+                        Arc::clone(row.live),
+                        self.inner.events.clone(),
+                    ));
+                    *row.instance = Some(Arc::clone(&instance));
+                    Some(instance)
+                }
+                Phase::Stop => row.instance.clone(),
+            };
+            (name, slot, instance)
+        };
+        if let (Phase::Start, Some(instance)) = (phase, &instance) {
+            slot.env = slot.env.with_instance(Arc::clone(instance));
+            self.ensure_supervisor();
+        }
         // If this call is abandoned (its future dropped), the component goes back in its slot.
         let mut guard = SlotGuard {
             inner: &self.inner,
@@ -479,16 +561,32 @@ impl Host {
             Phase::Start => settings.start_timeout,
             Phase::Stop => settings.stop_timeout,
         };
+        let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let Slot { component, env } = guard.slot.as_mut().expect("just filled");
-        let (result, elapsed) = Call {
+        let (result, mut elapsed) = Call {
             host: self.inner.id,
             phase,
-            timeout: limit.map_or(timeout, |l| l.min(timeout)),
+            timeout,
             env,
             instruments: &self.inner.instruments,
         }
         .run(&name, &mut **component)
         .await;
+        match (phase, &instance) {
+            (Phase::Stop, Some(instance)) => {
+                elapsed += drain(&name, instance, timeout.saturating_sub(elapsed)).await;
+            }
+            (Phase::Start, Some(instance)) if result.is_ok() => {
+                if !instance.ready_later.load(Ordering::Acquire) {
+                    instance.live.set_ready(instance.generation, true);
+                }
+                let mut slots = self.inner.state.lock();
+                if let Some(row) = slots.table.supervised(key) {
+                    *row.running_since = Some(Instant::now());
+                }
+            }
+            _ => {}
+        }
         let slot = guard.slot.take().expect("still filled");
         let ended = began + elapsed;
         let (state, error) = match &result {
@@ -512,6 +610,197 @@ impl Host {
             .table
             .put(key, slot, state, ended, error);
         result
+    }
+
+    /// Starts the supervisor task the first time a component starts.
+    fn ensure_supervisor(&self) {
+        let Some(events) = self.inner.pending_supervisor.lock().take() else {
+            return;
+        };
+        tokio::spawn(supervise(self.downgrade(), events));
+    }
+
+    /// Acts on one report from an instance, or on the end of a backoff.
+    async fn handle(&self, event: Event) {
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        let key = event.key;
+        let (state, current) = {
+            let mut slots = self.inner.state.lock();
+            if slots.phase != HostPhase::Running {
+                return;
+            }
+            let state = slots.table.state(key);
+            let current = slots.table.supervised(key).is_some_and(|row| {
+                row.instance
+                    .as_ref()
+                    .is_some_and(|i| i.generation == event.generation)
+            });
+            (state, current)
+        };
+        // Reports from an instance that has been replaced, stopped or undeployed since are
+        // stale: the component they were about is gone.
+        if !current {
+            return;
+        }
+        match (event.kind, state) {
+            (EventKind::Failed(error), Some(State::Running)) => {
+                let name = self.name_of(key);
+                tracing::error!(component = name, error = %error, "failed");
+                self.end_instance(key).await;
+                self.after_end(key, Some(error));
+            }
+            (EventKind::Finished, Some(State::Running)) => {
+                let name = self.name_of(key);
+                tracing::info!(component = name, "finished");
+                self.end_instance(key).await;
+                self.after_end(key, None);
+            }
+            (EventKind::Retry, Some(State::Backoff)) => self.try_again(key).await,
+            _ => {}
+        }
+    }
+
+    /// Stops an instance that failed or finished, so it releases what it holds. A stop
+    /// failure is logged and kept as the last error by the call itself.
+    async fn end_instance(&self, key: Key) {
+        let _ = self.call(key, Phase::Stop, None).await;
+    }
+
+    /// Decides what follows an instance's end: a failure (`error`) or a clean finish. The
+    /// restart policy says whether to restart, the intensity limit whether it may.
+    fn after_end(&self, key: Key, error: Option<String>) {
+        let mut slots = self.inner.state.lock();
+        let name = slots.table.name(key).unwrap_or_else(|| Arc::from(""));
+        let Some(row) = slots.table.supervised(key) else {
+            return;
+        };
+        let policy = row.supervision.restart;
+        let failed = error.is_some();
+        let restart = match policy.policy {
+            Restart::Never => false,
+            Restart::OnFailure => failed,
+            Restart::Always => true,
+        };
+        let ended = if failed {
+            State::Failed
+        } else {
+            State::Stopped
+        };
+        if !restart {
+            slots.table.set(key, ended, error);
+            return;
+        }
+        let ran = row.running_since.map_or(Duration::ZERO, |at| at.elapsed());
+        let Some(wait) = row
+            .restarts
+            .schedule(&policy, Instant::now(), ran, &self.inner.jitter)
+        else {
+            tracing::error!(
+                component = &*name,
+                max_restarts = policy.max_restarts,
+                window = ?policy.window,
+                "restart limit reached; failed until retried"
+            );
+            slots.table.set(key, State::Failed, error);
+            return;
+        };
+        let generation = row.instance.as_ref().map_or(0, |i| i.generation);
+        *row.next_try = None;
+        slots.table.set(key, State::Backoff, error);
+        if let Some(row) = slots.table.supervised(key) {
+            *row.next_try = Some(SystemTime::now() + wait);
+        }
+        drop(slots);
+        tracing::warn!(component = &*name, wait = ?wait, "restarting after backoff");
+        let events = self.inner.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = events.send(Event {
+                key,
+                generation,
+                kind: EventKind::Retry,
+            });
+        });
+    }
+
+    /// Starts a component again: a fresh instance when it has a rebuild, the same one
+    /// otherwise. A start that fails ends like any failure.
+    async fn try_again(&self, key: Key) {
+        let (name, rebuild) = {
+            let mut slots = self.inner.state.lock();
+            let name = slots.table.name(key).unwrap_or_else(|| Arc::from(""));
+            let Some(row) = slots.table.supervised(key) else {
+                return;
+            };
+            row.restarts.count += 1;
+            (name, row.supervision.rebuild.clone())
+        };
+        self.inner.restarts.add(1, &[attr("component", &*name)]);
+        if let Some(rebuild) = rebuild {
+            let fresh = rebuild(&self.inner.env).and_then(|component| {
+                if component.name() == &*name {
+                    Ok(component)
+                } else {
+                    Err(format!(
+                        "the rebuilt component is named `{}`, not `{name}`",
+                        component.name()
+                    )
+                    .into())
+                }
+            });
+            match fresh {
+                Ok(component) => self.inner.state.lock().table.replace(key, component),
+                Err(e) => {
+                    let error = format!("rebuilding for a restart failed: {}", error_chain(&*e));
+                    tracing::error!(component = &*name, error = %error, "restart failed");
+                    self.after_end(key, Some(error));
+                    return;
+                }
+            }
+        }
+        match self.call(key, Phase::Start, None).await {
+            Ok(()) => tracing::info!(component = &*name, "restarted"),
+            Err(e) => {
+                // The stop the Component contract promises after a failed start.
+                self.end_instance(key).await;
+                self.after_end(key, Some(error_chain(&e)));
+            }
+        }
+    }
+
+    /// Starts a component that is failed for good (or stopped after finishing) again, with
+    /// its restart history forgotten: what an operator's retry, a SIGHUP or a changed file
+    /// does. Does nothing to a component that is running, starting or in backoff; fails
+    /// with [`Error::NotFound`] for an unknown name.
+    ///
+    /// Returns the start failure, if the new start failed; the restart policy then applies
+    /// as after any failure.
+    pub async fn retry(&self, name: &str) -> Result<(), Error> {
+        check_reentrant(self.inner.id, "retry")?;
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        let key = {
+            let mut slots = self.inner.state.lock();
+            let key = slots
+                .table
+                .key_of(name)
+                .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+            if slots.phase != HostPhase::Running
+                || !matches!(slots.table.state(key), Some(State::Failed | State::Stopped))
+            {
+                return Ok(());
+            }
+            if let Some(row) = slots.table.supervised(key) {
+                row.restarts.reset();
+            }
+            key
+        };
+        tracing::info!(component = name, "retrying");
+        if let Err(failure) = self.call(key, Phase::Start, None).await {
+            self.end_instance(key).await;
+            self.after_end(key, Some(error_chain(&failure)));
+            return Err(Error::Component(failure));
+        }
+        Ok(())
     }
 
     /// After an abandoned start or stop: running if anything runs, idle otherwise.
@@ -553,6 +842,35 @@ impl Host {
             .map(|n| n.to_string())
             .unwrap_or_default()
     }
+}
+
+/// The host's supervisor: acts on what instances report, one report at a time, each under
+/// the lifecycle lock. It holds the host weakly and ends with it.
+async fn supervise(host: WeakHost, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let Some(host) = host.upgrade() else { break };
+        host.handle(event).await;
+    }
+}
+
+/// After a component's `stop` returned: cancels its instance's tasks and waits for them
+/// within `left`, then aborts those still running. Returns how long it waited.
+async fn drain(name: &str, instance: &Instance, left: Duration) -> Duration {
+    let began = Instant::now();
+    instance.token.cancel();
+    instance.tracker.close();
+    if tokio::time::timeout(left, instance.tracker.wait())
+        .await
+        .is_err()
+    {
+        let aborted = instance.abort_all();
+        tracing::warn!(
+            component = name,
+            tasks = aborted,
+            "tasks still running when the stop bound passed; aborted"
+        );
+    }
+    began.elapsed()
 }
 
 fn past(phase: Phase) -> &'static str {
@@ -610,8 +928,15 @@ impl Drop for SlotGuard<'_> {
 }
 
 impl Slots {
-    fn insert(&mut self, component: Box<dyn Component>, env: &Env) -> Result<Key, Error> {
-        self.table.insert(component, env).map_err(Error::Duplicate)
+    fn insert(
+        &mut self,
+        component: Box<dyn Component>,
+        env: &Env,
+        supervision: Supervision,
+    ) -> Result<Key, Error> {
+        self.table
+            .insert(component, env, supervision)
+            .map_err(Error::Duplicate)
     }
 }
 

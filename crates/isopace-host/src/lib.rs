@@ -9,7 +9,9 @@ mod env;
 mod error;
 mod extensions;
 mod host;
+mod instance;
 mod status;
+mod supervise;
 mod watcher;
 
 pub use async_trait::async_trait;
@@ -18,9 +20,12 @@ pub use env::Env;
 pub use error::{ComponentError, Error, Failure, Phase};
 pub use extensions::Extensions;
 pub use host::{
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Host, HostBuilder,
-    WeakHost,
+    DEFAULT_RESTART_JITTER, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    Host, HostBuilder, WeakHost,
 };
 /// An error and its sources joined with ": " (re-exported from `isopace-observe`).
 pub use isopace_observe::error_chain;
 pub use status::{ComponentStatus, STATE_GAUGE, State};
+pub use supervise::{Health, Rebuild, Restart, RestartPolicy, Supervision};
+/// Cancellation for a component's tasks (re-exported from `tokio-util`).
+pub use tokio_util::sync::CancellationToken;

@@ -4,25 +4,45 @@ use std::{collections::BTreeMap, collections::HashMap, fmt, sync::Arc, time::Sys
 
 use isopace_observe::{Gauge, attr};
 use serde_json::Value;
+use tokio::time::Instant;
 
-use crate::{Component, Env, env::DetailsCell};
+use crate::{
+    Component, Env, Health, Supervision,
+    instance::{Instance, Live},
+    supervise::Restarts,
+};
 
 /// The gauge the host keeps per component and state: 1 for the state it is in, 0 for the
 /// others. Written on every transition, removed with the component.
 pub const STATE_GAUGE: &str = "isopace_component_state";
 
 /// The lifecycle state of one component.
+///
+/// ```text
+///  waiting -> starting -> running (ready?, health) -> stopping -> stopped
+///                 |            | failure                            ^
+///                 v            v                                    |
+///               failed <--- backoff (restart policy) ---------------+
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
+    /// Waiting for what it depends on before it starts (reserved for dependencies between
+    /// components).
+    Waiting,
     /// Its start is in progress.
     Starting,
-    /// Started and not yet asked to stop.
+    /// Started, and not failed, finished or asked to stop since.
     Running,
+    /// It failed and waits out its backoff before the next start (see
+    /// [`ComponentStatus::next_try`]).
+    Backoff,
     /// Its stop is in progress.
     Stopping,
-    /// Registered but not running: never started, or stopped cleanly.
+    /// Registered but not running: never started, stopped cleanly, or finished its work.
     Stopped,
-    /// Its last start or stop failed, timed out or panicked.
+    /// Its start or stop failed, or it failed while running and its restart policy gave up;
+    /// it stays failed until retried.
     Failed,
 }
 
@@ -30,8 +50,10 @@ impl State {
     /// The state as a lowercase word, as used in logs, metrics and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Waiting => "waiting",
             State::Starting => "starting",
             State::Running => "running",
+            State::Backoff => "backoff",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
@@ -39,9 +61,11 @@ impl State {
     }
 
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 5] = [
+    pub const ALL: [State; 7] = [
+        State::Waiting,
         State::Starting,
         State::Running,
+        State::Backoff,
         State::Stopping,
         State::Stopped,
         State::Failed,
@@ -67,14 +91,27 @@ pub struct ComponentStatus {
     pub state: State,
     /// When it entered that state.
     pub since: SystemTime,
-    /// The last lifecycle error (with its source chain), kept until the next error replaces it.
+    /// Whether it is running and says it is ready (see [`Env::ready_later`](crate::Env::ready_later)).
+    pub ready: bool,
+    /// What it last reported with [`Env::set_health`](crate::Env::set_health).
+    pub health: Health,
+    /// Whether readiness needs it (see [`Supervision::critical`]).
+    pub critical: bool,
+    /// How often the host restarted it.
+    pub restarts: u32,
+    /// The last failure (with its source chain), kept until the next one replaces it.
     pub last_error: Option<String>,
+    /// When the last failure happened.
+    pub last_error_at: Option<SystemTime>,
+    /// While in [`State::Backoff`], when the next start is due.
+    pub next_try: Option<SystemTime>,
     /// What the component published about itself through
     /// [`Env::set_details`](crate::Env::set_details), if anything.
     pub details: Option<Value>,
 }
 
-/// A registered component and the env scoped to it.
+/// A registered component and the env scoped to it (bound to its current instance once
+/// started).
 pub(crate) struct Slot {
     pub(crate) component: Box<dyn Component>,
     pub(crate) env: Env,
@@ -87,7 +124,15 @@ struct Row {
     state: State,
     since: SystemTime,
     last_error: Option<String>,
-    details: DetailsCell,
+    last_error_at: Option<SystemTime>,
+    live: Arc<Live>,
+    supervision: Supervision,
+    restarts: Restarts,
+    next_try: Option<SystemTime>,
+    /// The current instance, from its start until the next one begins.
+    instance: Option<Arc<Instance>>,
+    /// When the current instance's start succeeded.
+    running_since: Option<Instant>,
     /// Empty while one of the component's lifecycle calls runs.
     slot: Option<Slot>,
 }
@@ -155,6 +200,7 @@ impl Table {
         &mut self,
         component: Box<dyn Component>,
         env: &Env,
+        supervision: Supervision,
     ) -> Result<Key, String> {
         let name = component.name();
         if self.by_name.contains_key(name) {
@@ -164,7 +210,7 @@ impl Table {
         self.next_seq += 1;
         let name: Arc<str> = Arc::from(name);
         let env = env.for_component(&name);
-        let details = Arc::clone(env.details_cell().expect("a component's env has details"));
+        let live = Arc::clone(env.live().expect("a component's env has a live record"));
         self.publish(&name, None, State::Stopped);
         let row = Row {
             seq,
@@ -172,7 +218,13 @@ impl Table {
             state: State::Stopped,
             since: SystemTime::now(),
             last_error: None,
-            details,
+            last_error_at: None,
+            live,
+            supervision,
+            restarts: Restarts::default(),
+            next_try: None,
+            instance: None,
+            running_since: None,
             slot: Some(Slot { component, env }),
         };
         let key = match self.free.pop() {
@@ -227,6 +279,13 @@ impl Table {
         self.set_at(key, state, at, error);
     }
 
+    /// Swaps in a freshly built component (a restart's rebuild).
+    pub(crate) fn replace(&mut self, key: Key, component: Box<dyn Component>) {
+        if let Some(slot) = self.row_mut(key).and_then(|r| r.slot.as_mut()) {
+            slot.component = component;
+        }
+    }
+
     /// Removes the row and its state gauge series.
     pub(crate) fn remove(&mut self, key: Key) {
         if let Some(row) = self.slab.get_mut(key).and_then(Option::take) {
@@ -253,6 +312,10 @@ impl Table {
         row.since = at;
         if error.is_some() {
             row.last_error = error;
+            row.last_error_at = Some(at);
+        }
+        if state != State::Backoff {
+            row.next_try = None;
         }
         let name = Arc::clone(&row.name);
         self.publish(&name, Some(from), state);
@@ -260,6 +323,19 @@ impl Table {
 
     pub(crate) fn state(&self, key: Key) -> Option<State> {
         self.row(key).map(|r| r.state)
+    }
+
+    /// The row's supervision bookkeeping, for the host's supervisor.
+    pub(crate) fn supervised(&mut self, key: Key) -> Option<Supervised<'_>> {
+        let row = self.row_mut(key)?;
+        Some(Supervised {
+            supervision: &row.supervision,
+            restarts: &mut row.restarts,
+            instance: &mut row.instance,
+            running_since: &mut row.running_since,
+            next_try: &mut row.next_try,
+            live: &row.live,
+        })
     }
 
     pub(crate) fn name(&self, key: Key) -> Option<Arc<str>> {
@@ -302,14 +378,33 @@ impl Table {
     }
 }
 
+/// The parts of a row the supervisor reads and changes.
+pub(crate) struct Supervised<'a> {
+    pub(crate) supervision: &'a Supervision,
+    pub(crate) restarts: &'a mut Restarts,
+    pub(crate) instance: &'a mut Option<Arc<Instance>>,
+    pub(crate) running_since: &'a mut Option<Instant>,
+    pub(crate) next_try: &'a mut Option<SystemTime>,
+    pub(crate) live: &'a Arc<Live>,
+}
+
 impl Row {
     fn status(&self) -> ComponentStatus {
+        let (ready, health, details) = self
+            .live
+            .read(|l| (l.ready, l.health.clone(), l.details.clone()));
         ComponentStatus {
             name: self.name.to_string(),
             state: self.state,
             since: self.since,
+            ready: ready && self.state == State::Running,
+            health,
+            critical: self.supervision.critical,
+            restarts: self.restarts.count,
             last_error: self.last_error.clone(),
-            details: self.details.lock().clone(),
+            last_error_at: self.last_error_at,
+            next_try: self.next_try,
+            details,
         }
     }
 }
