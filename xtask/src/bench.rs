@@ -392,7 +392,7 @@ mod tests {
             ("isopace-config", "config"),
             ("isopace-host", "host"),
             ("isopace-deploy", "deploy"),
-            ("isopace-cli", "tcp_proxy"),
+            ("isopace-builtins", "tcp_proxy"),
         ] {
             assert!(
                 benches.contains(&(package.to_owned(), bench.to_owned())),

@@ -18,6 +18,21 @@ const STANDALONE: &[&str] = &["isopace-observe", "isopace-config"];
 const LEAF: &str = "isopace-cli";
 /// The OpenTelemetry adapter is opt-in: only the CLI may pull it in, and only optionally.
 const OPT_IN: &str = "isopace-otel";
+/// The built-in component types: a library below the CLI and beside the deployer. Only the
+/// CLI may depend on it, and it may depend only on the crates below it.
+const BUILTINS: &str = "isopace-builtins";
+/// What the built-in types may depend on: the layers under them, and the deployer for the
+/// `Registry` they register in.
+const BUILTINS_MAY_USE: &[&str] = &[
+    "isopace-observe",
+    "isopace-config",
+    "isopace-host",
+    "isopace-deploy",
+];
+/// The CLI crate's source, which is glue: arguments, `run`, commands and `App`.
+const CLI_SRC: &str = "crates/isopace-cli/src";
+/// The CLI's source stays below this many lines in all; capabilities belong in libraries.
+const CLI_MAX_LINES: usize = 1_000;
 
 /// Every problem found by every tidy check, one line each.
 pub(crate) fn all_problems(root: &Path) -> Vec<String> {
@@ -29,6 +44,9 @@ pub(crate) fn all_problems(root: &Path) -> Vec<String> {
     let files = rust_files(&root.join("crates"));
     problems.extend(doc_header_problems(root, &files));
     problems.extend(forbidden_macro_problems(root, &files));
+    let cli = rust_files(&root.join(CLI_SRC));
+    problems.extend(cli_component_problems(root, &cli));
+    problems.extend(cli_size_problems(root, &cli, CLI_MAX_LINES));
     problems
 }
 
@@ -99,6 +117,20 @@ fn dependency_problems(graph: &BTreeMap<String, BTreeSet<Edge>>) -> Vec<String> 
             if edge.to == OPT_IN && !(from == LEAF && edge.optional && edge.kind == "normal") {
                 problems.push(format!(
                     "{from} depends on {OPT_IN}; only {LEAF} may, as an optional dependency"
+                ));
+            }
+            if edge.to == BUILTINS && from != LEAF {
+                problems.push(format!(
+                    "{from} depends on {BUILTINS} ({}); only {LEAF} may",
+                    edge.kind
+                ));
+            }
+            if from == BUILTINS && !BUILTINS_MAY_USE.contains(&edge.to.as_str()) {
+                problems.push(format!(
+                    "{BUILTINS} depends on {} ({}); it may use only {}",
+                    edge.to,
+                    edge.kind,
+                    BUILTINS_MAY_USE.join(", ")
                 ));
             }
         }
@@ -184,6 +216,59 @@ fn forbidden_macro_problems(root: &Path, files: &[PathBuf]) -> Vec<String> {
     problems
 }
 
+/// Whether `line` starts an implementation of the `Component` trait (by any path, generic or
+/// not): `impl Component for X`, `impl isopace_host::Component for X`, `impl<T> Component for`.
+fn implements_component(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with("impl")
+        && line
+            .split_once(" for ")
+            .and_then(|(head, _)| head.trim_end().rsplit([' ', ':', '>']).next())
+            .is_some_and(|name| name == "Component")
+}
+
+/// Component types belong in library crates (the built-in ones in isopace-builtins), not in
+/// the CLI.
+fn cli_component_problems(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for path in files {
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
+        for (number, line) in text.lines().enumerate() {
+            if implements_component(line) {
+                problems.push(format!(
+                    "{}:{}: a component type in the CLI crate; move it to a library \
+                     (built-in types live in isopace-builtins)",
+                    relative(root, path),
+                    number + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The CLI's source, all files together, stays under `max` lines.
+fn cli_size_problems(root: &Path, files: &[PathBuf], max: usize) -> Vec<String> {
+    let lines: usize = files
+        .iter()
+        .filter_map(|path| fs::read_to_string(path).ok())
+        .map(|text| text.lines().count())
+        .sum();
+    if lines < max {
+        return Vec::new();
+    }
+    let dir = files
+        .first()
+        .and_then(|f| f.parent())
+        .map_or_else(|| CLI_SRC.to_owned(), |d| relative(root, d));
+    vec![format!(
+        "{dir}: {lines} lines; the CLI's source stays under {max}: move capabilities into \
+         library crates"
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,12 +314,80 @@ mod tests {
     }
 
     #[test]
+    fn dependency_check_keeps_the_builtins_between_the_host_and_the_cli() {
+        let graph = BTreeMap::from([
+            (
+                "isopace-builtins".to_owned(),
+                BTreeSet::from([
+                    edge("isopace-deploy", "normal", false),
+                    edge("isopace-host", "normal", false),
+                    edge("isopace-tests", "dev", false),
+                ]),
+            ),
+            (
+                "isopace-deploy".to_owned(),
+                BTreeSet::from([edge("isopace-builtins", "dev", false)]),
+            ),
+            (
+                "isopace-cli".to_owned(),
+                BTreeSet::from([edge("isopace-builtins", "normal", false)]),
+            ),
+        ]);
+        let problems = dependency_problems(&graph);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("isopace-builtins depends on isopace-tests (dev)"));
+        assert!(problems[1].starts_with("isopace-deploy depends on isopace-builtins"));
+    }
+
+    #[test]
     fn every_crate_file_opens_with_a_module_doc() {
         let root = workspace_root();
         let files = rust_files(&root.join("crates"));
         assert!(!files.is_empty());
         let problems = doc_header_problems(&root, &files);
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn no_component_type_lives_in_the_cli_crate() {
+        let root = workspace_root();
+        let files = rust_files(&root.join(CLI_SRC));
+        assert!(!files.is_empty());
+        let problems = cli_component_problems(&root, &files);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn the_cli_source_stays_under_its_line_budget() {
+        let root = workspace_root();
+        let files = rust_files(&root.join(CLI_SRC));
+        let problems = cli_size_problems(&root, &files, CLI_MAX_LINES);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn cli_checks_catch_a_component_and_a_large_source() {
+        let dir = std::env::temp_dir().join(format!("xtask-tidy-cli-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("proxy.rs");
+        fs::write(
+            &file,
+            "//! A proxy.\n\n#[async_trait]\nimpl isopace_host::Component for Proxy {}\n\
+             impl<T: Send> Component for Wrapper<T> {}\n\
+             impl ComponentStatus for Other {}\nimpl MyComponent for Mine {}\n",
+        )
+        .unwrap();
+        let files = [file];
+        let components = cli_component_problems(&dir, &files);
+        let size_ok = cli_size_problems(&dir, &files, 8);
+        let size_over = cli_size_problems(&dir, &files, 7);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(components.len(), 2, "{components:#?}");
+        assert!(components[0].starts_with("proxy.rs:4: a component type in the CLI crate"));
+        assert!(components[1].starts_with("proxy.rs:5: "));
+        assert!(size_ok.is_empty(), "{size_ok:#?}");
+        assert_eq!(size_over.len(), 1, "{size_over:#?}");
+        assert!(size_over[0].contains(": 7 lines;"), "{size_over:#?}");
     }
 
     #[test]

@@ -1,29 +1,21 @@
 //! The `isopace` command and a library to build your own daemon with your own component
 //! types.
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
-mod admin;
 mod cli;
 mod commands;
-mod exec;
-mod heartbeat;
-mod limits;
 mod run;
-mod runtime;
-#[cfg(target_os = "linux")]
-mod splice;
-mod tcp_proxy;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use isopace_deploy::Registry;
 
-pub use admin::{Admin, AdminConfig};
-pub use exec::{Backoff, Exec, ExecConfig, ExecState, ExecStatus, RestartPolicy, StopSignal};
-pub use heartbeat::{Heartbeat, HeartbeatConfig};
-pub use runtime::{Details, DetailsSlot, Runtime, RuntimeHandle};
-pub use tcp_proxy::{TcpProxy, TcpProxyConfig};
+/// The built-in component types (`admin`, `heartbeat`, `tcp-proxy`, `exec`), for a daemon
+/// that uses them directly.
+pub use isopace_builtins as builtins;
+pub use isopace_builtins::{Details, DetailsSlot, Runtime, RuntimeHandle};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -49,7 +41,8 @@ impl App {
     pub fn new() -> Self {
         let runtime = RuntimeHandle::default();
         let mut registry = Registry::new();
-        register_builtins(&mut registry, &runtime);
+        isopace_builtins::register_all(&mut registry, &runtime)
+            .expect("a new registry has none of the built-in type names");
         App { registry, runtime }
     }
 
@@ -96,57 +89,4 @@ impl std::fmt::Debug for App {
             .field("registry", &self.registry)
             .finish()
     }
-}
-
-fn register_builtins(registry: &mut Registry, runtime: &RuntimeHandle) {
-    let handle = runtime.clone();
-    registry
-        .register_typed(
-            "admin",
-            "HTTP endpoint: /healthz, /readyz, /metrics, /components, /deployments",
-            Admin::example(),
-            move |name: &str, config: AdminConfig, _env: &isopace_host::Env| {
-                let runtime = handle
-                    .get()
-                    .ok_or("the admin component runs only inside `isopace run`")?;
-                Ok(Admin::new(name, config, runtime.clone()))
-            },
-        )
-        .expect("built-in type names are unique");
-    registry
-        .register_typed(
-            "heartbeat",
-            "logs a message and counts heartbeat_ticks_total every interval",
-            Heartbeat::example(),
-            |name: &str, config: HeartbeatConfig, _env: &isopace_host::Env| {
-                Heartbeat::new(name, config)
-            },
-        )
-        .expect("built-in type names are unique");
-    let handle = runtime.clone();
-    registry
-        .register_typed(
-            "tcp-proxy",
-            "relays each TCP connection on `listen` to a fresh connection to `upstream`",
-            TcpProxy::example(),
-            move |name: &str, config: TcpProxyConfig, _env: &isopace_host::Env| {
-                let proxy = TcpProxy::new(name, config)?;
-                Ok(match handle.get() {
-                    Some(runtime) => proxy.with_metrics(&runtime.metrics),
-                    None => proxy,
-                })
-            },
-        )
-        .expect("built-in type names are unique");
-    let handle = runtime.clone();
-    registry
-        .register_typed(
-            "exec",
-            "runs a command as a supervised child process, restarted per policy, stopped with its process group",
-            Exec::example(),
-            move |name: &str, config: ExecConfig, _env: &isopace_host::Env| {
-                Ok(Exec::new(name, config)?.with_details(handle.details()))
-            },
-        )
-        .expect("built-in type names are unique");
 }

@@ -30,7 +30,7 @@ pub(crate) fn run(app: App, args: RunArgs) -> u8 {
     };
     let code = runtime.block_on(run_async(app, args));
     // A child whose stop timed out must not outlive the daemon.
-    crate::exec::kill_all_children();
+    isopace_builtins::exec::kill_all_children();
     code
 }
 
@@ -63,7 +63,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    match crate::limits::raise_open_files() {
+    match isopace_builtins::limits::raise_open_files() {
         Ok(Some((from, to))) => tracing::debug!(from, to, "raised the soft limit on open files"),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the soft limit on open files"),
@@ -167,7 +167,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
             again = signals.next() => {
                 if let Some(code) = again.forced_exit_code() {
                     tracing::warn!(signal = again.name(), "second signal during shutdown: exiting now");
-                    crate::exec::kill_all_children();
+                    isopace_builtins::exec::kill_all_children();
                     std::process::exit(code);
                 }
             }
@@ -179,9 +179,7 @@ fn configured_level(config: &Config) -> Option<tracing::Level> {
     let text = config.get("logging.level")?;
     let text = text.as_str()?;
     // An unknown level in the file keeps the current one rather than guessing.
-    let level = parse_level(text, tracing::Level::TRACE);
-    let known = parse_level(text, tracing::Level::ERROR) == level;
-    known.then_some(level)
+    parse_level(text).ok()
 }
 
 /// Applies `logging.level` from every successful reload (file watcher or SIGHUP).

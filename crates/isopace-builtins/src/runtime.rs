@@ -1,5 +1,5 @@
-//! What built-in and custom component types can reach once `run` has built the host: the
-//! host, the deployer, the metrics registry and per-component details.
+//! What built-in and custom component types can reach once the daemon has built the host:
+//! the host, the deployer, the metrics registry and per-component details.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,12 +30,12 @@ pub struct Runtime {
     pub details: Details,
 }
 
-/// A handle that factories capture when they are registered, before `run` has built the
-/// host; [`RuntimeHandle::get`] returns the [`Runtime`] once it has.
+/// A handle that factories capture when they are registered, before `isopace run` has built
+/// the host; [`RuntimeHandle::get`] returns the [`Runtime`] once it has.
 ///
-/// Factories run only when the deployer builds components, which is after `run` filled the
-/// handle, so inside a factory `get()` returns `Some`. `validate` and `types` build nothing
-/// and never fill it.
+/// Factories run only when the deployer builds components, which is after `isopace run`
+/// filled the handle, so inside a factory `get()` returns `Some`. `validate` and `types`
+/// build nothing and never fill it.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeHandle {
     slot: Arc<OnceLock<Runtime>>,
@@ -43,17 +43,21 @@ pub struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
-    /// The runtime, once `run` has built it.
+    /// The runtime, once `isopace run` has built it.
     pub fn get(&self) -> Option<&Runtime> {
         self.slot.get()
     }
 
-    /// The details registry; the same one the [`Runtime`] carries once `run` has built it.
+    /// The details registry; the same one the [`Runtime`] carries once `isopace run` has
+    /// built it.
     pub fn details(&self) -> &Details {
         &self.details
     }
 
-    pub(crate) fn set(&self, runtime: Runtime) {
+    /// Fills the handle. The daemon calls this once, after building the host and the deployer
+    /// and before the deployer's first scan builds a component; a second call keeps the
+    /// first runtime and logs a warning.
+    pub fn set(&self, runtime: Runtime) {
         // `run` happens once per process; a second set is a programming error worth a log.
         if self.slot.set(runtime).is_err() {
             tracing::warn!("the runtime was already set; keeping the first");
@@ -69,7 +73,7 @@ impl RuntimeHandle {
 /// redeploy leaves nothing stale behind.
 ///
 /// ```
-/// use isopace_cli::Details;
+/// use isopace_builtins::Details;
 /// use serde_json::json;
 ///
 /// let details = Details::new();

@@ -1,6 +1,7 @@
-//! The `admin` component type: health, readiness, metrics and status over HTTP.
+//! The admin endpoint's routes: `/healthz`, `/readyz`, `/metrics`, `/components` and
+//! `/deployments`, with the bearer-token check.
 
-use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::SystemTime};
 
 use axum::{
     Router,
@@ -10,112 +11,26 @@ use axum::{
     routing::get,
 };
 use isopace_deploy::FileState;
-use isopace_host::{BoxError, Component, Env, async_trait};
-use serde::Deserialize;
+use isopace_host::error_chain;
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::Runtime;
 
-/// The `config` of an `admin` descriptor.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// The address to listen on (default `127.0.0.1:9090`: loopback unless asked otherwise).
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// When set, `/components` and `/deployments` require `Authorization: Bearer <token>`.
-    #[serde(default)]
-    pub token: Option<String>,
+/// What every request handler sees.
+pub(super) struct AdminState {
+    pub(super) runtime: Runtime,
+    pub(super) token: Option<String>,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
-
-/// Serves `/healthz`, `/readyz`, `/metrics`, `/components` and `/deployments`.
-pub struct Admin {
-    name: String,
-    config: AdminConfig,
-    runtime: Runtime,
-    server: Option<(oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
-}
-
-impl Admin {
-    /// An admin endpoint named `name` over the daemon's runtime.
-    pub fn new(name: &str, config: AdminConfig, runtime: Runtime) -> Self {
-        Admin {
-            name: name.to_owned(),
-            config,
-            runtime,
-            server: None,
-        }
-    }
-
-    /// An example config, for `isopace types`.
-    pub(crate) fn example() -> Value {
-        json!({ "listen": "127.0.0.1:9090" })
-    }
-}
-
-struct AdminState {
-    runtime: Runtime,
-    token: Option<String>,
-}
-
-#[async_trait]
-impl Component for Admin {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
-        let listener = tokio::net::TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(AdminState {
-            runtime: self.runtime.clone(),
-            token: self.config.token.clone(),
-        });
-        let router = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .route("/components", get(components))
-            .route("/deployments", get(deployments))
-            .with_state(state);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = env.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        tracing::info!(%addr, "admin endpoint listening");
-        self.server = Some((stop, server));
-        Ok(())
-    }
-
-    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        // Stop accepting, then let in-flight requests finish; the host bounds how long.
-        if let Some((stop, server)) = self.server.take() {
-            let _ = stop.send(());
-            server.await??;
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin")
-            .field("name", &self.name)
-            .field("listen", &self.config.listen)
-            .field("token", &self.config.token.as_ref().map(|_| "***"))
-            .finish()
-    }
+/// The endpoint's routes over `state`.
+pub(super) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/components", get(components))
+        .route("/deployments", get(deployments))
+        .with_state(state)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -189,7 +104,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         .status()
         .into_iter()
         .filter(|f| f.state == FileState::Failed)
-        .map(|f| json!({ "file": f.file.display().to_string(), "error": f.error }))
+        .map(|f| json!({ "file": f.file.display().to_string(), "error": f.error.as_ref().map(|e| error_chain(e)) }))
         .collect();
     let ready = initial && not_running.is_empty();
     let body = json!({
@@ -292,7 +207,7 @@ async fn deployments(State(state): State<Arc<AdminState>>, headers: HeaderMap) -
                 "file": f.file.display().to_string(),
                 "name": f.name,
                 "state": f.state.as_str(),
-                "error": f.error,
+                "error": f.error.as_ref().map(|e| error_chain(e)),
                 "applied_at": timestamp(f.applied_at),
             })
         })

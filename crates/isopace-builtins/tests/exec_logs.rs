@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use isopace_cli::{Exec, ExecConfig, ExecState};
+use isopace_builtins::exec::{Exec, ExecConfig, ExecState};
 use isopace_host::{Component, Env};
 
 /// A log sink the test can read back.

@@ -8,7 +8,7 @@
 //! Clients run as tasks on the runtime, like the proxy and the echo server.
 //!
 //! ```sh
-//! cargo bench -p isopace-cli --bench tcp_proxy -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p isopace-builtins --bench tcp_proxy -- --warm-up-time 1 --measurement-time 3
 //! ```
 
 use std::{
@@ -18,7 +18,7 @@ use std::{
 };
 
 use criterion::{Criterion, Throughput};
-use isopace_cli::{TcpProxy, TcpProxyConfig};
+use isopace_builtins::tcp_proxy::{TcpProxy, TcpProxyConfig};
 use isopace_host::{Component, Env};
 use isopace_observe::MetricsRegistry;
 use tokio::{

@@ -1,8 +1,14 @@
-//! The open-file limit. A daemon that holds many sockets needs more descriptors than the
-//! usual soft limit of 1024 (a `tcp-proxy` connection holds two sockets), so `isopace run` raises its
-//! soft limit to the hard one, as systemd expects services to do. `exec` children get the
-//! limit isopace started with, since programs that use `select(2)` break with descriptors
-//! above 1023.
+//! The open-file limit: raised for the daemon, restored for `exec` children.
+//!
+//! A daemon that holds many sockets needs more descriptors than the usual soft limit of 1024
+//! (a `tcp-proxy` connection holds two sockets), so `isopace run` calls
+//! [`raise_open_files`] to raise its soft limit to the hard one, as systemd expects services
+//! to do. `exec` children get the limit the process started with, since programs that use
+//! `select(2)` break with descriptors above 1023.
+//!
+//! The original limit is remembered in a process-wide slot rather than passed to each `exec`:
+//! the limit itself is process-wide, it is raised once before any component exists, and every
+//! child of the process must get the same value back, whichever factory built its component.
 
 use std::{io, sync::OnceLock};
 
@@ -37,9 +43,14 @@ fn open_files() -> io::Result<libc::rlimit> {
     Ok(limit)
 }
 
-/// Raises the soft limit on open files to the hard limit. Returns the soft limit before and
-/// after, or `None` when it was already there.
-pub(crate) fn raise_open_files() -> io::Result<Option<(libc::rlim_t, libc::rlim_t)>> {
+/// Raises this process's soft limit on open files to the hard limit (at most what the kernel
+/// allows a process). Returns the soft limit before and after, or `None` when it was already
+/// there.
+///
+/// Call it once, early, before any `exec` component starts: from then on every `exec` child
+/// gets the limit from before the raise back. Without the call, children simply inherit the
+/// process's limit.
+pub fn raise_open_files() -> io::Result<Option<(libc::rlim_t, libc::rlim_t)>> {
     let limit = open_files()?;
     let target = limit.rlim_max.min(kernel_cap());
     if limit.rlim_cur >= target {
@@ -57,7 +68,8 @@ pub(crate) fn raise_open_files() -> io::Result<Option<(libc::rlim_t, libc::rlim_
     Ok(Some((limit.rlim_cur, target)))
 }
 
-/// The limit to give a child: the one isopace started with, when it raised its own.
+/// The limit to give a child: the one the process started with, when it raised its own.
+#[cfg(feature = "exec")]
 pub(crate) fn for_children() -> Option<libc::rlimit> {
     ORIGINAL.get().copied()
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use isopace_deploy::Registry;
 use isopace_host::{BoxError, Component, Env, async_trait};
 use isopace_observe::attr;
 use serde::Deserialize;
@@ -86,6 +87,16 @@ impl Component for Heartbeat {
         }
         Ok(())
     }
+}
+
+/// Registers the `heartbeat` type.
+pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Error> {
+    registry.register_typed(
+        "heartbeat",
+        "logs a message and counts heartbeat_ticks_total every interval",
+        Heartbeat::example(),
+        |name: &str, config: HeartbeatConfig, _env: &Env| Heartbeat::new(name, config),
+    )
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 /// peer has closed raises it (unlike `send`, which the runtime calls with `MSG_NOSIGNAL`), and
 /// a handler would run on every reset connection. Rust programs ignore it from the start; a
 /// program embedding this library might not.
-pub(crate) fn available() -> bool {
+pub(super) fn available() -> bool {
     if UNSUPPORTED.load(Ordering::Relaxed) {
         return false;
     }
@@ -216,7 +216,7 @@ enum Fill {
 ///
 /// A batch goes through a pooled pipe with `splice(2)`; when no pipe is free, and to settle
 /// what an empty splice means, it is read into a buffer and written instead.
-pub(crate) async fn relay<W>(
+pub(super) async fn relay<W>(
     from: &TcpStream,
     to: &mut W,
     mut moved: impl FnMut(u64),

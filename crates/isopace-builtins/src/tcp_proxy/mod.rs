@@ -1,0 +1,210 @@
+//! The `tcp-proxy` component type: a TCP listener that relays each connection to an upstream.
+
+mod config;
+#[cfg(target_os = "linux")]
+mod congestion;
+mod relay;
+mod serve;
+#[cfg(target_os = "linux")]
+mod splice;
+#[cfg(test)]
+mod tests;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use isopace_deploy::Registry;
+use isopace_host::{BoxError, Component, Env, async_trait};
+use isopace_observe::{Gauge, MetricsRegistry, Observer};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
+
+pub use config::TcpProxyConfig;
+use config::{check_algorithm_name, check_host_port};
+use serve::{Shared, serve};
+
+use crate::RuntimeHandle;
+
+/// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
+///
+/// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
+/// the write side of the other, so half-closed protocols work. When a side fails instead
+/// (resets, say), the proxy resets both, so a peer never takes a cut-off stream for a
+/// complete one. A connection that cannot reach the upstream within `connect_timeout` is
+/// closed and counted as failed.
+///
+/// On Linux the bytes move with `splice(2)` through a kernel pipe, so they are not copied
+/// through user space. Pipes come from a process-wide pool of at most 64 and are held only
+/// while bytes are in flight; without a free pipe, on other systems, or when `SIGPIPE` is not
+/// ignored (Rust programs ignore it; a splice into a closed socket would raise it), bytes go
+/// through a 64 KiB buffer. The two directions run as separate tasks, so a busy connection
+/// can use two cores.
+///
+/// At `max_connections`, the proxy stops accepting until a connection closes: further
+/// clients wait in the kernel's accept backlog (and are refused by the kernel only when
+/// that backlog is full). Reaching the limit is logged as a warning, at most once a minute.
+///
+/// Stop closes the listener at once, lets open connections finish for up to
+/// `drain_timeout`, then resets the rest. In a redeploy (say, to a new upstream) the
+/// replacement binds the same address once the old proxy's stop has returned: connections
+/// already open keep their old upstream until they end or the drain deadline passes, new
+/// ones go to the new upstream, and connections attempted while the old proxy drains are
+/// refused. Keep `drain_timeout` short where redeploys must be quick, and under the host's
+/// stop timeout.
+///
+/// Metrics, all labelled `component`:
+/// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
+/// - `tcp_proxy_connections_failed_total{reason="connect"|"timeout"}`: upstream unreachable
+/// - `tcp_proxy_connections_active` (a gauge, with [`with_metrics`](TcpProxy::with_metrics);
+///   otherwise accepted minus closed)
+/// - `tcp_proxy_bytes_total{direction="to_upstream"|"to_client"}`, counted as bytes move
+/// - `tcp_proxy_upstream_connect_seconds`: a histogram of upstream connect latency
+#[derive(Debug)]
+pub struct TcpProxy {
+    name: String,
+    config: TcpProxyConfig,
+    active: Gauge,
+    local_addr: Option<SocketAddr>,
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: oneshot::Sender<Instant>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy named `name`. It binds nothing until started.
+    pub fn new(name: &str, config: TcpProxyConfig) -> Result<Self, BoxError> {
+        check_host_port(&config.upstream)?;
+        if config.max_connections == 0 || config.connect_timeout.is_zero() {
+            return Err("`max_connections` and `connect_timeout` must be greater than zero".into());
+        }
+        if let Some(name) = &config.congestion_control {
+            check_algorithm_name(name)?;
+            if !cfg!(target_os = "linux") {
+                return Err("`congestion_control` is supported on Linux only".into());
+            }
+        }
+        Ok(TcpProxy {
+            name: name.to_owned(),
+            config,
+            active: Gauge::noop(),
+            local_addr: None,
+            running: None,
+        })
+    }
+
+    /// Records `tcp_proxy_connections_active` as a gauge in `metrics` (the observer facade
+    /// has no gauges).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &MetricsRegistry) -> Self {
+        self.active = metrics.gauge("tcp_proxy_connections_active");
+        self
+    }
+
+    /// The address the listener is bound to, once started: the actual port when `listen`
+    /// asked for port 0.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// An example config, for `isopace types`.
+    pub(crate) fn example() -> serde_json::Value {
+        serde_json::json!({
+            "listen": "127.0.0.1:7000",
+            "upstream": "127.0.0.1:7001",
+            "connect_timeout": "5s",
+            "max_connections": 1024,
+            "idle_timeout": "5m",
+            "drain_timeout": "10s"
+        })
+    }
+}
+
+#[async_trait]
+impl Component for TcpProxy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        let listener = TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
+        let addr = listener.local_addr()?;
+        #[cfg(target_os = "linux")]
+        if let Some(name) = &self.config.congestion_control {
+            // On the listener first: a name the kernel refuses fails the start, not every
+            // connection (and accepted sockets start with the listener's algorithm).
+            congestion::set(&listener, name).map_err(|e| congestion::explain(name, &e))?;
+        }
+        self.local_addr = Some(addr);
+        let shared = Arc::new(Shared::new(
+            &self.name,
+            &self.config,
+            env,
+            self.active.clone(),
+        ));
+        let (stop, stopped) = oneshot::channel();
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        tracing::info!(listen = %addr, upstream = %self.config.upstream, "tcp-proxy listening");
+        let task = env.spawn(serve(
+            listener,
+            shared,
+            limit,
+            self.config.max_connections,
+            stopped,
+        ));
+        self.running = Some(Running { stop, task });
+        Ok(())
+    }
+
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let _ = running
+            .stop
+            .send(Instant::now() + self.config.drain_timeout);
+        match running.task.await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => Err("the accept loop panicked".into()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        // Never stopped: aborting the accept loop drops its listener and connections.
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+        }
+    }
+}
+
+/// Registers the `tcp-proxy` type. Its proxies record the active-connections gauge in the
+/// runtime's metrics registry when `runtime` is filled.
+pub(crate) fn register(
+    registry: &mut Registry,
+    runtime: &RuntimeHandle,
+) -> Result<(), isopace_deploy::Error> {
+    let handle = runtime.clone();
+    registry.register_typed(
+        "tcp-proxy",
+        "relays each TCP connection on `listen` to a fresh connection to `upstream`",
+        TcpProxy::example(),
+        move |name: &str, config: TcpProxyConfig, _env: &Env| {
+            let proxy = TcpProxy::new(name, config)?;
+            Ok(match handle.get() {
+                Some(runtime) => proxy.with_metrics(&runtime.metrics),
+                None => proxy,
+            })
+        },
+    )
+}
