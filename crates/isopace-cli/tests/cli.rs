@@ -102,6 +102,11 @@ fn run_serves_the_example_and_follows_the_directory() {
 
     let metrics = http_get(port, "/metrics", None).unwrap();
     assert_eq!(metrics.status, 200);
+    let families = metrics
+        .body
+        .matches("# TYPE isopace_component_state ")
+        .count();
+    assert_eq!(families, 1, "one state family in\n{}", metrics.body);
     for needle in [
         r#"isopace_component_state{component="pulse",state="running"} 1"#,
         r#"isopace_lifecycle_calls_total{component="admin",phase="start"} 1"#,

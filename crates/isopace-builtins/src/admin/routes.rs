@@ -1,7 +1,7 @@
 //! The admin endpoint's routes: `/healthz`, `/readyz`, `/metrics`, `/components` and
 //! `/deployments`, with the bearer-token check.
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::SystemTime};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use axum::{
     Router,
@@ -122,24 +122,8 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    let mut text = state.runtime.metrics.render();
-    if let Some(host) = state.runtime.host.upgrade() {
-        text.push_str(
-            "# HELP isopace_component_state Lifecycle state of each component: 1 for its current state.\n\
-             # TYPE isopace_component_state gauge\n",
-        );
-        for status in host.status() {
-            for s in isopace_host::State::ALL {
-                let _ = writeln!(
-                    text,
-                    "isopace_component_state{{component=\"{}\",state=\"{}\"}} {}",
-                    escape_label(&status.name),
-                    s.as_str(),
-                    u8::from(status.state == s)
-                );
-            }
-        }
-    }
+    // The host keeps `isopace_component_state` in its observer, which the registry backs.
+    let text = state.runtime.metrics.render();
     (
         [(
             header::CONTENT_TYPE,
@@ -148,13 +132,6 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         text,
     )
         .into_response()
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 async fn components(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
@@ -230,10 +207,5 @@ mod tests {
     fn timestamps_are_rfc3339_with_milliseconds() {
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_232_001_234);
         assert_eq!(timestamp(at), "2025-11-27T08:26:41.234Z");
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -99,8 +99,7 @@ impl TcpProxy {
         })
     }
 
-    /// Records `tcp_proxy_connections_active` as a gauge in `metrics` (the observer facade
-    /// has no gauges).
+    /// Records `tcp_proxy_connections_active` as a gauge in `metrics`.
     #[must_use]
     pub fn with_metrics(mut self, metrics: &MetricsRegistry) -> Self {
         self.active = metrics.gauge("tcp_proxy_connections_active");
