@@ -7,6 +7,9 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use std::time::Duration;
+
+use isopace_host::{Restart, RestartPolicy};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -23,13 +26,18 @@ pub const MAX_DESCRIPTOR_BYTES: u64 = 1024 * 1024;
 /// A declarative deployment record: one JSON object per `*.json` file.
 ///
 /// ```json
-/// { "name": "edge", "type": "tcp-proxy", "enabled": true,
+/// { "name": "edge", "type": "tcp-proxy", "enabled": true, "critical": true,
+///   "restart": { "policy": "on-failure", "backoff": "100ms", "max_backoff": "30s",
+///                "max_restarts": 5, "window": "60s" },
 ///   "config": { "listen": "127.0.0.1:7000", "upstream": "${UPSTREAM:-127.0.0.1:7001}" } }
 /// ```
 ///
 /// `name` and `type` are required, `enabled` defaults to true, `config` (an object) is
-/// handed to the type's factory after `${VAR}` substitution. Any other top-level field is an
-/// error, so a typo never deploys silently.
+/// handed to the type's factory after `${VAR}` substitution. `critical` (default true) says
+/// whether readiness needs the component; `restart` is its restart policy, by default
+/// `on-failure` with a backoff from 100 ms to 30 s and at most 5 restarts in 60 s (each
+/// field may be given alone). Any other top-level field is an error, so a typo never deploys
+/// silently.
 ///
 /// [`parse`](Descriptor::parse) reads one from text by the rules the deployer applies to
 /// files; [`new`](Descriptor::new) builds one in code. Either can be given to
@@ -57,6 +65,10 @@ pub struct Descriptor {
     pub type_name: String,
     /// Whether the component should run.
     pub enabled: bool,
+    /// Whether readiness needs the component running and ready.
+    pub critical: bool,
+    /// How the host restarts the component after it fails.
+    pub restart: RestartPolicy,
     /// The factory's configuration, with `${VAR}` substituted: an object (`{}` when absent).
     pub config: serde_json::Value,
     /// Where it was read from; empty for a descriptor built in code.
@@ -87,6 +99,8 @@ impl Descriptor {
             name: name.into(),
             type_name: type_name.into(),
             enabled: true,
+            critical: true,
+            restart: default_restart(),
             config: serde_json::Value::Object(serde_json::Map::new()),
             file: PathBuf::new(),
             located: None,
@@ -108,6 +122,20 @@ impl Descriptor {
     #[must_use]
     pub fn enabled(mut self, enabled: bool) -> Descriptor {
         self.enabled = enabled;
+        self
+    }
+
+    /// Critical to readiness or not.
+    #[must_use]
+    pub fn critical(mut self, critical: bool) -> Descriptor {
+        self.critical = critical;
+        self
+    }
+
+    /// With this restart policy.
+    #[must_use]
+    pub fn restart(mut self, restart: RestartPolicy) -> Descriptor {
+        self.restart = restart;
         self
     }
 
@@ -207,6 +235,18 @@ impl Descriptor {
                 .message("must not be empty"));
         }
 
+        let flag = |value: Option<&RawValue>, field: &str| match value {
+            None => Ok(true),
+            Some(value) => serde_json::from_str::<bool>(value.get())
+                .map_err(|e| DescriptorError::from_json(&file, e, at(value), Some(field))),
+        };
+        let enabled = flag(raw.enabled, "enabled")?;
+        let critical = flag(raw.critical, "critical")?;
+        let restart = match raw.restart {
+            None => default_restart(),
+            Some(value) => parse_restart(&file, value.get(), at(value))?,
+        };
+
         let (config_text, config_at) = match raw.config {
             None => ("{}".to_owned(), Position::START),
             Some(config) => {
@@ -235,7 +275,9 @@ impl Descriptor {
         Ok(Descriptor {
             name,
             type_name,
-            enabled: raw.enabled.unwrap_or(true),
+            enabled,
+            critical,
+            restart,
             config,
             file,
             located: Some(Located {
@@ -253,6 +295,8 @@ impl Descriptor {
             || self.name == other.name
                 && self.type_name == other.type_name
                 && self.enabled == other.enabled
+                && self.critical == other.critical
+                && self.restart == other.restart
                 && self.config == other.config
     }
 
@@ -280,6 +324,8 @@ impl PartialEq for Descriptor {
         self.name == other.name
             && self.type_name == other.type_name
             && self.enabled == other.enabled
+            && self.critical == other.critical
+            && self.restart == other.restart
             && self.config == other.config
             && self.file == other.file
     }
@@ -291,6 +337,8 @@ impl fmt::Debug for Descriptor {
             .field("name", &self.name)
             .field("type_name", &self.type_name)
             .field("enabled", &self.enabled)
+            .field("critical", &self.critical)
+            .field("restart", &self.restart)
             .field("config", &self.config)
             .field("file", &self.file)
             .finish_non_exhaustive()
@@ -306,9 +354,84 @@ struct RawDescriptor<'a> {
     name: &'a RawValue,
     #[serde(rename = "type", borrow)]
     type_name: &'a RawValue,
-    enabled: Option<bool>,
+    #[serde(borrow)]
+    enabled: Option<&'a RawValue>,
+    #[serde(borrow)]
+    critical: Option<&'a RawValue>,
+    #[serde(borrow)]
+    restart: Option<&'a RawValue>,
     #[serde(borrow)]
     config: Option<&'a RawValue>,
+}
+
+/// A descriptor's restart policy when it names none: restart after failures.
+pub(crate) fn default_restart() -> RestartPolicy {
+    RestartPolicy::on_failure()
+}
+
+/// The `restart` object; every field is optional and defaults as in [`default_restart`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: Option<RawPolicy>,
+    #[serde(default, with = "isopace_config::serde_duration::option")]
+    backoff: Option<Duration>,
+    #[serde(default, with = "isopace_config::serde_duration::option")]
+    max_backoff: Option<Duration>,
+    max_restarts: Option<u32>,
+    #[serde(default, with = "isopace_config::serde_duration::option")]
+    window: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawPolicy {
+    Never,
+    OnFailure,
+    Always,
+}
+
+fn parse_restart(file: &Path, text: &str, at: Position) -> Result<RestartPolicy, DescriptorError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: RawRestart = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "restart".to_owned()
+        } else {
+            format!("restart.{path}")
+        };
+        DescriptorError::from_json(file, e.into_inner(), at, Some(&field))
+    })?;
+    let mut policy = default_restart();
+    if let Some(p) = raw.policy {
+        policy = policy.policy(match p {
+            RawPolicy::Never => Restart::Never,
+            RawPolicy::OnFailure => Restart::OnFailure,
+            RawPolicy::Always => Restart::Always,
+        });
+    }
+    if let Some(backoff) = raw.backoff {
+        policy = policy.backoff(backoff);
+    }
+    if let Some(max_backoff) = raw.max_backoff {
+        policy = policy.max_backoff(max_backoff);
+    }
+    if let Some(max_restarts) = raw.max_restarts {
+        policy = policy.max_restarts(max_restarts);
+    }
+    if let Some(window) = raw.window {
+        policy = policy.window(window);
+    }
+    if policy.max_backoff < policy.backoff {
+        return Err(DescriptorError::new(file, ErrorKind::Field)
+            .at(at)
+            .field("restart.max_backoff")
+            .message(format!(
+                "must not be shorter than `backoff` ({})",
+                isopace_config::format_duration(policy.backoff)
+            )));
+    }
+    Ok(policy)
 }
 
 /// The byte offset of `part` inside `whole`; `part` must be a slice of `whole`.
@@ -361,6 +484,56 @@ mod tests {
         assert_eq!(d.type_name, "heartbeat");
         assert!(d.enabled);
         assert_eq!(d.config, serde_json::json!({}));
+    }
+
+    #[test]
+    fn supervision_fields_default_to_a_critical_on_failure_component() {
+        let d = parse(r#"{"name": "edge", "type": "heartbeat"}"#).unwrap();
+        assert!(d.critical);
+        assert_eq!(d.restart, RestartPolicy::on_failure());
+        assert_eq!(d.restart.backoff, Duration::from_millis(100));
+        assert_eq!(d.restart.max_backoff, Duration::from_secs(30));
+        assert_eq!(d.restart.max_restarts, 5);
+        assert_eq!(d.restart.window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn supervision_fields_are_read_and_each_restart_field_may_come_alone() {
+        let d = parse(
+            r#"{"name": "job", "type": "exec", "critical": false,
+                "restart": {"policy": "always", "max_restarts": 2, "window": "10s"}}"#,
+        )
+        .unwrap();
+        assert!(!d.critical);
+        assert_eq!(d.restart.policy, Restart::Always);
+        assert_eq!(d.restart.max_restarts, 2);
+        assert_eq!(d.restart.window, Duration::from_secs(10));
+        assert_eq!(d.restart.backoff, Duration::from_millis(100));
+        let changed = parse(r#"{"name": "job", "type": "exec", "critical": false}"#).unwrap();
+        assert!(!d.same_as(&changed), "a changed restart policy is a change");
+    }
+
+    #[test]
+    fn a_bad_flag_or_restart_field_is_named_with_its_position() {
+        let err = parse("{\"name\": \"a\", \"type\": \"x\",\n \"enabled\": \"yes\"}").unwrap_err();
+        assert_eq!(err.field_path(), Some("enabled"));
+        assert_eq!(err.position().map(|p| p.line), Some(2));
+        let err = parse(r#"{"name": "a", "type": "x", "critical": 1}"#).unwrap_err();
+        assert_eq!(err.field_path(), Some("critical"));
+        let err =
+            parse(r#"{"name": "a", "type": "x", "restart": {"policy": "sometimes"}}"#).unwrap_err();
+        assert_eq!(err.field_path(), Some("restart.policy"), "{err}");
+        assert!(err.to_string().contains("on-failure"), "{err}");
+        let err = parse(r#"{"name": "a", "type": "x", "restart": {"backof": "1s"}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `backof`"), "{err}");
+        let err =
+            parse(r#"{"name": "a", "type": "x", "restart": {"backoff": "soon"}}"#).unwrap_err();
+        assert_eq!(err.field_path(), Some("restart.backoff"), "{err}");
+        let err = parse(
+            r#"{"name": "a", "type": "x", "restart": {"backoff": "10s", "max_backoff": "1s"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field_path(), Some("restart.max_backoff"), "{err}");
     }
 
     #[test]

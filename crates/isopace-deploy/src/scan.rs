@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use isopace_host::{Host, error_chain};
+use isopace_host::{Env, Host, Supervision, error_chain};
 
 use crate::{
     Descriptor, Registry,
@@ -321,7 +321,7 @@ impl ScanState {
     pub(crate) async fn scan(
         state: Arc<tokio::sync::Mutex<ScanState>>,
         host: &Host,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         dir: &Path,
         env: &Environment,
     ) -> Result<(ScanReport, Option<Vec<FileStatus>>), Error> {
@@ -343,7 +343,7 @@ impl ScanState {
     async fn reconcile(
         &mut self,
         host: &Host,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         removed: Vec<Record>,
     ) -> ScanReport {
         let mut report = ScanReport::default();
@@ -431,7 +431,7 @@ impl ScanState {
 /// if any.
 async fn apply(
     host: &Host,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     record: &mut Record,
     report: &mut ScanReport,
 ) -> Option<DescriptorError> {
@@ -459,11 +459,14 @@ async fn apply(
     };
     let previous = record.running.take();
     if let Some(previous) = &previous
-        && let Err(e) = host.undeploy(&previous.name).await
+        && let Err(e) = host.retire(&previous.name).await
     {
         tracing::warn!(component = previous.name, error = %error_chain(&e), "stopping the previous version failed");
     }
-    match host.deploy_boxed(component).await {
+    match host
+        .deploy_with(component, supervision(registry, &want))
+        .await
+    {
         Ok(()) => {
             if previous.is_some() {
                 report.redeployed.push(want.name.clone());
@@ -505,15 +508,31 @@ async fn apply(
 
 async fn rollback(
     host: &Host,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     previous: &Descriptor,
 ) -> Result<(), DescriptorError> {
     let component = registry.build(previous, host.env())?;
-    host.deploy_boxed(component).await.map_err(|e| {
-        DescriptorError::new(&previous.file, ErrorKind::Start)
-            .message("the previous version did not start")
-            .caused_by(e)
-    })
+    host.deploy_with(component, supervision(registry, previous))
+        .await
+        .map_err(|e| {
+            DescriptorError::new(&previous.file, ErrorKind::Start)
+                .message("the previous version did not start")
+                .caused_by(e)
+        })
+}
+
+/// How the host supervises a descriptor's component: its restart policy and criticality,
+/// and each restart built fresh from the descriptor.
+fn supervision(registry: &Arc<Registry>, descriptor: &Descriptor) -> Supervision {
+    let (registry, rebuild_from) = (Arc::clone(registry), descriptor.clone());
+    Supervision::new()
+        .restart(descriptor.restart)
+        .critical(descriptor.critical)
+        .rebuild(Arc::new(move |env: &Env| {
+            registry
+                .build(&rebuild_from, env)
+                .map_err(|e| Box::new(e) as isopace_host::BoxError)
+        }))
 }
 
 async fn undeploy(host: &Host, running: &Descriptor, report: &mut ScanReport) {

@@ -468,11 +468,27 @@ impl Host {
         Ok(())
     }
 
-    /// Stops the named component (if it is running) and removes it.
+    /// Stops the named component (if it is running) and removes it, with every metric series
+    /// labelled with its name.
     ///
     /// The component is removed even when its stop fails; the failure is returned.
     pub async fn undeploy(&self, name: &str) -> Result<(), Error> {
-        check_reentrant(self.inner.id, "undeploy")?;
+        self.remove_component(name, "undeploy", true).await
+    }
+
+    /// Like [`undeploy`](Host::undeploy), but keeps the component's metric series: for a
+    /// redeploy, where the next version under the same name continues them.
+    pub async fn retire(&self, name: &str) -> Result<(), Error> {
+        self.remove_component(name, "retire", false).await
+    }
+
+    async fn remove_component(
+        &self,
+        name: &str,
+        call: &'static str,
+        forget: bool,
+    ) -> Result<(), Error> {
+        check_reentrant(self.inner.id, call)?;
         let _lifecycle = self.inner.lifecycle.lock().await;
         let (key, state) = {
             let slots = self.inner.state.lock();
@@ -483,7 +499,7 @@ impl Host {
             (key, slots.table.state(key))
         };
         // An undeploy abandoned mid-stop still removes the component.
-        let removal = OnCancel::new(|| self.inner.remove(key, true));
+        let removal = OnCancel::new(|| self.inner.remove(key, forget));
         let result = if state == Some(State::Running) {
             self.call(key, Phase::Stop, None)
                 .await
@@ -492,7 +508,9 @@ impl Host {
             Ok(())
         };
         drop(removal);
-        tracing::info!(component = name, "undeployed");
+        if forget {
+            tracing::info!(component = name, "undeployed");
+        }
         result
     }
 

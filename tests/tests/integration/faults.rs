@@ -164,7 +164,11 @@ fn assert_failed_status(f: &Fixture, file: &str, name: Option<&str>) {
     let status = f.file_status(file).expect("a status for every listed file");
     assert_eq!(status.state, FileState::Failed, "{status:?}");
     assert_eq!(status.name.as_deref(), name, "{status:?}");
-    let error = status.error.as_deref().expect("a failed file has an error");
+    let error = status
+        .error
+        .as_ref()
+        .map(|e| isopace_host::error_chain(e))
+        .expect("a failed file has an error");
     assert!(
         error.starts_with(&f.path(file).display().to_string()),
         "{error}"
@@ -193,7 +197,7 @@ async fn start_fault(f: &Fixture, fault: &str, expected: &str) {
     assert!(
         failure
             .detail()
-            .ends_with("rolled back to the previous version"),
+            .starts_with("not redeployed; rolled back to the previous version"),
         "{failure}"
     );
     f.assert_running(FAULTY, "v1");
