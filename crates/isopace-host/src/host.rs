@@ -294,6 +294,20 @@ impl Host {
         self.inner.state.lock().table.status_of(name)
     }
 
+    /// The critical components that are not running and ready, in lifecycle order: what
+    /// keeps the host from being ready. Empty when every critical component serves (a
+    /// critical component that finished counts as not running).
+    pub fn not_ready(&self) -> Vec<ComponentStatus> {
+        self.inner
+            .state
+            .lock()
+            .table
+            .statuses()
+            .into_iter()
+            .filter(|s| s.critical && !s.ready)
+            .collect()
+    }
+
     /// Starts every registered component in registration order.
     ///
     /// If one fails, it is stopped (see the [`Component`] contract) and so are the components

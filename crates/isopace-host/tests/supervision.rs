@@ -239,6 +239,12 @@ async fn a_task_that_ends_ok_is_not_a_failure_and_a_clean_finish_restarts_only_u
     advance(Duration::from_secs(1)).await;
 
     assert_eq!(host.status_of("quiet").unwrap().state, State::Running);
+    // The finished job is not critical; cron, between restarts or done, may be either.
+    assert!(
+        host.not_ready()
+            .iter()
+            .all(|s| s.name != "job" && s.name != "quiet")
+    );
     let job = host.status_of("job").unwrap();
     assert_eq!(
         (job.state, job.restarts, job.critical),
@@ -267,8 +273,11 @@ async fn readiness_can_come_later_than_start() {
     .unwrap();
     let status = host.status_of("warm").unwrap();
     assert_eq!((status.state, status.ready), (State::Running, false));
+    let waiting: Vec<String> = host.not_ready().into_iter().map(|s| s.name).collect();
+    assert_eq!(waiting, ["warm"]);
     advance(Duration::from_secs(2)).await;
     assert!(host.status_of("warm").unwrap().ready);
+    assert!(host.not_ready().is_empty());
     // A component that says nothing is ready once start returns.
     host.deploy(Worker::new("plain", |_, _| {})).await.unwrap();
     assert!(host.status_of("plain").unwrap().ready);
