@@ -83,6 +83,18 @@ const TARGETS: &[Target] = &[
         rule: Rule::AtMostNs(25e6),
     },
     Target {
+        what: "host: deploy + undeploy of 10 000 under `on-failure` while running",
+        measured: "host/deploy_undeploy_running_supervised/10000",
+        baseline: Some("host/deploy_undeploy_running/10000"),
+        rule: Rule::AtMostNs(25e6),
+    },
+    Target {
+        what: "host: reported failure to restarted instance running, zero backoff",
+        measured: "host/restart/in_process_zero_backoff",
+        baseline: None,
+        rule: Rule::AtMostNs(1e6),
+    },
+    Target {
         what: "host: start + stop of 100 000 vs 10 000 (linear: within 12x)",
         measured: "host/start_stop/100000",
         baseline: Some("host/start_stop/10000"),

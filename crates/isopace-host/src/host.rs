@@ -294,6 +294,39 @@ impl Host {
         self.inner.state.lock().table.status_of(name)
     }
 
+    /// A receiver that is marked changed whenever a component changes [`State`], is
+    /// registered or deployed, or is removed; read [`status`](Host::status) after each
+    /// [`changed`](tokio::sync::watch::Receiver::changed) to see what changed.
+    ///
+    /// This is for watching the lifecycle without polling (a daemon that exits when a
+    /// critical component is failed for good, a readiness tracker). Changes are coalesced:
+    /// a slow reader sees the latest status, not every step. What components report without
+    /// changing state (readiness, health, details) does not mark it. The receiver sees an
+    /// error once the host is dropped.
+    ///
+    /// ```
+    /// # use isopace_host::{async_trait, BoxError, Component, Env, Host, State};
+    /// # struct Noop;
+    /// # #[async_trait]
+    /// # impl Component for Noop {
+    /// #     fn name(&self) -> &str { "noop" }
+    /// #     async fn start(&mut self, _: &Env) -> Result<(), BoxError> { Ok(()) }
+    /// #     async fn stop(&mut self, _: &Env) -> Result<(), BoxError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), isopace_host::Error> {
+    /// let host = Host::builder().build();
+    /// let mut changes = host.changed();
+    /// host.register(Noop)?;
+    /// changes.changed().await.expect("the host is alive");
+    /// assert_eq!(host.status()[0].state, State::Stopped);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn changed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.inner.state.lock().table.subscribe()
+    }
+
     /// The critical components that are not running and ready, in lifecycle order: what
     /// keeps the host from being ready. Empty when every critical component serves (a
     /// critical component that finished counts as not running).
@@ -744,14 +777,20 @@ impl Host {
         }
         drop(slots);
         tracing::warn!(component = &*name, wait = ?wait, "restarting after backoff");
+        let retry = Event {
+            key,
+            generation,
+            kind: EventKind::Retry,
+        };
+        // The timer wheel ticks in milliseconds: a zero wait goes straight to the queue.
+        if wait.is_zero() {
+            let _ = self.inner.events.send(retry);
+            return;
+        }
         let events = self.inner.events.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let _ = events.send(Event {
-                key,
-                generation,
-                kind: EventKind::Retry,
-            });
+            let _ = events.send(retry);
         });
     }
 

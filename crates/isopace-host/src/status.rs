@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, collections::HashMap, fmt, sync::Arc, time::Sys
 
 use isopace_observe::{Gauge, attr};
 use serde_json::Value;
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
 use crate::{
     Component, Env, Health, Supervision,
@@ -150,6 +150,8 @@ pub(crate) type Key = usize;
 pub(crate) struct Table {
     /// [`STATE_GAUGE`], kept in step with every row's state.
     gauge: Gauge,
+    /// Marked changed on every state transition, registration and removal.
+    changes: watch::Sender<()>,
     slab: Vec<Option<Row>>,
     free: Vec<Key>,
     order: BTreeMap<u64, Key>,
@@ -161,6 +163,7 @@ impl Table {
     pub(crate) fn new(gauge: Gauge) -> Self {
         Table {
             gauge,
+            changes: watch::Sender::new(()),
             slab: Vec::new(),
             free: Vec::new(),
             order: BTreeMap::new(),
@@ -169,11 +172,17 @@ impl Table {
         }
     }
 
-    /// Moves `name`'s state gauge from `from` (if any) to `to`.
+    /// A receiver marked changed whenever a component changes state, is added or removed.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
+    /// Moves `name`'s state gauge from `from` (if any) to `to`, and tells subscribers.
     fn publish(&self, name: &str, from: Option<State>, to: State) {
         if from == Some(to) {
             return;
         }
+        self.changes.send_replace(());
         let component = attr("component", name);
         match from {
             Some(from) => self
@@ -296,6 +305,7 @@ impl Table {
             self.by_name.remove(&row.name);
             self.order.remove(&row.seq);
             self.free.push(key);
+            self.changes.send_replace(());
         }
     }
 
