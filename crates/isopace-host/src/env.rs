@@ -16,8 +16,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{Instrument, instrument::Instrumented};
 
 use crate::{
-    BoxError, Extensions, Health, error_chain,
+    BoxError, Extensions, Health, ListenAddr, Listener, error_chain,
     instance::{Instance, Live, TaskGuard},
+    listen::Listeners,
 };
 
 /// The shared runtime context handed to components and factories.
@@ -62,6 +63,8 @@ pub struct Env {
     config: Config,
     observer: Arc<dyn Observer>,
     extensions: Extensions,
+    /// The host's bound sockets, shared by every env of one host.
+    listeners: Arc<Listeners>,
     component: Option<Arc<str>>,
     span: tracing::Span,
     /// What the component reports, shared with its status row.
@@ -83,6 +86,7 @@ impl Env {
             config,
             observer,
             extensions: Extensions::default(),
+            listeners: Arc::default(),
             component: None,
             span: tracing::Span::none(),
             live: None,
@@ -97,10 +101,49 @@ impl Env {
             config: self.config.clone(),
             observer: Arc::clone(&self.observer),
             extensions: self.extensions.clone(),
+            listeners: Arc::clone(&self.listeners),
             component: Some(Arc::from(name)),
             span: tracing::info_span!("component", component = name),
             live: Some(Arc::default()),
             instance: None,
+        }
+    }
+
+    pub(crate) fn listeners(&self) -> &Arc<Listeners> {
+        &self.listeners
+    }
+
+    /// Listens on `addr` with the [default backlog](crate::DEFAULT_BACKLOG); see
+    /// [`listen_with_backlog`](Env::listen_with_backlog).
+    pub async fn listen(&self, addr: &ListenAddr) -> std::io::Result<Listener> {
+        self.listen_with_backlog(addr, crate::DEFAULT_BACKLOG).await
+    }
+
+    /// A listener on `addr` whose socket belongs to the host, not to this instance.
+    ///
+    /// The first instance of a component to ask binds the socket (resolving a host name,
+    /// creating a Unix socket with mode 0600); a later version of the same component — a
+    /// redeploy or a restart — gets the same socket and accepts at once, so connections
+    /// arriving in between wait in the backlog instead of being refused. The socket closes
+    /// when the component is undeployed, when the host stops, or when a newly started
+    /// version did not ask for that address. Call it in `start`. `backlog` applies when the
+    /// socket is first bound. Outside a host, it binds a socket of its own.
+    pub async fn listen_with_backlog(
+        &self,
+        addr: &ListenAddr,
+        backlog: u32,
+    ) -> std::io::Result<Listener> {
+        match (&self.component, &self.instance) {
+            (Some(component), Some(instance)) => {
+                self.listeners
+                    .listen(component, instance.generation, addr, backlog)
+                    .await
+            }
+            _ => {
+                Listeners::default_arc()
+                    .listen(&Arc::from(""), 0, addr, backlog)
+                    .await
+            }
         }
     }
 

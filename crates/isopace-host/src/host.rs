@@ -448,6 +448,7 @@ impl Host {
         }
         cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Idle;
+        self.inner.env.listeners().release_all();
         if !stopping.is_empty() {
             let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
             let error = Error::ShutdownTimeout {
@@ -645,6 +646,11 @@ impl Host {
                 if !instance.ready_later.load(Ordering::Acquire) {
                     instance.live.set_ready(instance.generation, true);
                 }
+                // An address the new version no longer listens on closes now.
+                self.inner
+                    .env
+                    .listeners()
+                    .keep_only(&name, instance.generation);
                 let mut slots = self.inner.state.lock();
                 if let Some(row) = slots.table.supervised(key) {
                     *row.running_since = Some(Instant::now());
@@ -1021,7 +1027,10 @@ impl Inner {
             slots.table.remove(key);
             name
         };
+        // A retired component's sockets stay for its next version; a failed deploy's stay
+        // for the rollback that follows it.
         if let Some(name) = name.filter(|_| forget) {
+            self.env.listeners().release(&name);
             self.env.observer().forget(&[attr("component", &*name)]);
         }
     }

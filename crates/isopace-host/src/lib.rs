@@ -10,6 +10,7 @@ mod error;
 mod extensions;
 mod host;
 mod instance;
+mod listen;
 mod status;
 mod supervise;
 mod watcher;
@@ -25,6 +26,7 @@ pub use host::{
 };
 /// An error and its sources joined with ": " (re-exported from `isopace-observe`).
 pub use isopace_observe::error_chain;
+pub use listen::{DEFAULT_BACKLOG, ListenAddr, ListenAddrError, Listener};
 pub use status::{ComponentStatus, STATE_GAUGE, State};
 pub use supervise::{Health, Rebuild, Restart, RestartPolicy, Supervision};
 /// Cancellation for a component's tasks (re-exported from `tokio-util`).
