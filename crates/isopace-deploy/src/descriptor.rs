@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     error::{DescriptorError, ErrorKind, Position},
+    migrate::{RestartField, RestartFields},
     subst::{self, Lookup, SubstErrorKind},
 };
 
@@ -75,6 +76,10 @@ pub struct Descriptor {
     pub file: PathBuf,
     /// Where the parts are in the text it was parsed from.
     pub(crate) located: Option<Located>,
+    /// The `restart` fields the descriptor sets itself, which a migration leaves alone.
+    pub(crate) restart_given: RestartFields,
+    /// Whether the registry's migrations for its type have run on it.
+    pub(crate) migrated: bool,
     /// Unique per parse, so an unchanged file is recognised without comparing configs.
     pub(crate) version: u64,
 }
@@ -104,6 +109,8 @@ impl Descriptor {
             config: serde_json::Value::Object(serde_json::Map::new()),
             file: PathBuf::new(),
             located: None,
+            restart_given: RestartFields::default(),
+            migrated: false,
             version: next_version(),
         }
     }
@@ -115,6 +122,8 @@ impl Descriptor {
         if let Some(located) = &mut self.located {
             located.config = None;
         }
+        // A new config may hold deprecated fields again.
+        self.migrated = false;
         self
     }
 
@@ -132,10 +141,12 @@ impl Descriptor {
         self
     }
 
-    /// With this restart policy.
+    /// With this restart policy, every field of it set by the descriptor (see
+    /// [`sets_restart`](Descriptor::sets_restart)).
     #[must_use]
     pub fn restart(mut self, restart: RestartPolicy) -> Descriptor {
         self.restart = restart;
+        self.restart_given = RestartFields::ALL;
         self
     }
 
@@ -242,8 +253,8 @@ impl Descriptor {
         };
         let enabled = flag(raw.enabled, "enabled")?;
         let critical = flag(raw.critical, "critical")?;
-        let restart = match raw.restart {
-            None => default_restart(),
+        let (restart, restart_given) = match raw.restart {
+            None => (default_restart(), RestartFields::default()),
             Some(value) => parse_restart(&file, value.get(), at(value))?,
         };
 
@@ -284,6 +295,8 @@ impl Descriptor {
                 type_at,
                 config: Some((config_text, config_at)),
             }),
+            restart_given,
+            migrated: false,
             version: next_version(),
         })
     }
@@ -391,7 +404,12 @@ enum RawPolicy {
     Always,
 }
 
-fn parse_restart(file: &Path, text: &str, at: Position) -> Result<RestartPolicy, DescriptorError> {
+/// The restart policy in `text`, and which of its fields `text` sets.
+fn parse_restart(
+    file: &Path,
+    text: &str,
+    at: Position,
+) -> Result<(RestartPolicy, RestartFields), DescriptorError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let raw: RawRestart = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -402,6 +420,18 @@ fn parse_restart(file: &Path, text: &str, at: Position) -> Result<RestartPolicy,
         };
         DescriptorError::from_json(file, e.into_inner(), at, Some(&field))
     })?;
+    let mut given = RestartFields::default();
+    for (field, set) in [
+        (RestartField::Policy, raw.policy.is_some()),
+        (RestartField::Backoff, raw.backoff.is_some()),
+        (RestartField::MaxBackoff, raw.max_backoff.is_some()),
+        (RestartField::MaxRestarts, raw.max_restarts.is_some()),
+        (RestartField::Window, raw.window.is_some()),
+    ] {
+        if set {
+            given.insert(field);
+        }
+    }
     let mut policy = default_restart();
     if let Some(p) = raw.policy {
         policy = policy.policy(match p {
@@ -431,7 +461,7 @@ fn parse_restart(file: &Path, text: &str, at: Position) -> Result<RestartPolicy,
                 isopace_config::format_duration(policy.backoff)
             )));
     }
-    Ok(policy)
+    Ok((policy, given))
 }
 
 /// The byte offset of `part` inside `whole`; `part` must be a slice of `whole`.

@@ -6,6 +6,7 @@
 mod deployer;
 mod descriptor;
 mod error;
+mod migrate;
 mod registry;
 mod scan;
 mod subst;
@@ -15,5 +16,6 @@ pub use deployer::{
 };
 pub use descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 pub use error::{DescriptorError, Error, ErrorKind, Position};
+pub use migrate::{Deprecation, RestartField};
 pub use registry::{Registry, TypeInfo};
 pub use scan::{FileState, FileStatus, ScanReport, validate_dir};

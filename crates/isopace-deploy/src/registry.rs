@@ -1,13 +1,15 @@
 //! The registry: component types, their factories, descriptions and example configs.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, fmt, path::Path, sync::Arc};
 
 use isopace_host::{BoxError, Component, Env};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Descriptor,
+    Deprecation, Descriptor,
     error::{DescriptorError, Error, ErrorKind, json_message},
+    migrate::Migration,
+    subst::Lookup,
 };
 
 /// Decodes a descriptor's config; with an env, also builds the component.
@@ -78,6 +80,7 @@ impl TypeInfo {
 #[derive(Default)]
 pub struct Registry {
     types: BTreeMap<String, Entry>,
+    migrations: BTreeMap<String, Vec<Arc<Migration>>>,
 }
 
 impl Registry {
@@ -176,20 +179,151 @@ impl Registry {
         self.types.contains_key(type_name)
     }
 
+    /// Registers a migration for descriptors of `type_name`: it moves fields the type
+    /// deprecated to what replaced them, and returns a [`Deprecation`] for each one it found.
+    ///
+    /// Migrations let a type change its config without breaking the descriptor files already
+    /// written for it. They run on a descriptor once, before it is checked or built: the
+    /// deployer and [`validate_dir`](crate::validate_dir) run them on every file they parse,
+    /// so what they check, build and supervise is the migrated descriptor, and each
+    /// deprecation is logged once per file content. Several migrations of one type run in
+    /// the order they were registered. A migration sees descriptors it already migrated only
+    /// when their config was replaced since, so it must leave a migrated descriptor as it is
+    /// (moving fields out of the config does). Its errors reject the descriptor like a
+    /// config error.
+    ///
+    /// [`Descriptor::decode_config`] reads the deprecated fields with errors that point into
+    /// the file, [`Descriptor::take_config`] removes them, and
+    /// [`Descriptor::migrate_restart`] moves a value to the descriptor's `restart` unless the
+    /// descriptor sets that field itself.
+    ///
+    /// ```
+    /// use isopace_deploy::{Descriptor, Registry, RestartField};
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.register_migration("job", |d: &mut Descriptor| {
+    ///     let mut deprecations = Vec::new();
+    ///     if let Some(retries) = d.take_config("retries").and_then(|v| v.as_u64()) {
+    ///         deprecations.push(d.migrate_restart("config.retries", RestartField::MaxRestarts, |r| {
+    ///             r.max_restarts = retries as u32
+    ///         }));
+    ///     }
+    ///     Ok(deprecations)
+    /// });
+    /// let mut d = Descriptor::parse(
+    ///     r#"{"name": "nightly", "type": "job", "config": {"retries": 2}}"#,
+    ///     "nightly.json",
+    /// )?;
+    /// let deprecations = registry.migrate(&mut d)?;
+    /// assert_eq!(
+    ///     deprecations[0].to_string(),
+    ///     "nightly.json: `config.retries` is deprecated; use `restart.max_restarts`"
+    /// );
+    /// assert_eq!(d.restart.max_restarts, 2);
+    /// assert_eq!(d.config, serde_json::json!({}));
+    /// // Once is enough.
+    /// assert!(registry.migrate(&mut d)?.is_empty());
+    /// # Ok::<(), isopace_deploy::DescriptorError>(())
+    /// ```
+    pub fn register_migration<F>(&mut self, type_name: &str, migration: F)
+    where
+        F: Fn(&mut Descriptor) -> Result<Vec<Deprecation>, DescriptorError> + Send + Sync + 'static,
+    {
+        self.migrations
+            .entry(type_name.to_owned())
+            .or_default()
+            .push(Arc::new(migration));
+    }
+
+    /// Runs the migrations registered for the descriptor's type, unless they already ran on
+    /// it, logs each [`Deprecation`] they report as a warning, and returns them.
+    ///
+    /// Fails when a migration rejects a deprecated value, or when the restart policy it
+    /// leaves has a `max_backoff` shorter than its `backoff`.
+    pub fn migrate(
+        &self,
+        descriptor: &mut Descriptor,
+    ) -> Result<Vec<Deprecation>, DescriptorError> {
+        if descriptor.migrated {
+            return Ok(Vec::new());
+        }
+        let mut deprecations = Vec::new();
+        for migration in self
+            .migrations
+            .get(&descriptor.type_name)
+            .into_iter()
+            .flatten()
+        {
+            deprecations.extend(migration(descriptor)?);
+        }
+        for deprecation in &deprecations {
+            tracing::warn!("{deprecation}");
+        }
+        let restart = &descriptor.restart;
+        if !deprecations.is_empty() && restart.max_backoff < restart.backoff {
+            let format = isopace_config::format_duration;
+            return Err(DescriptorError::new(&descriptor.file, ErrorKind::Field)
+                .field("restart.max_backoff")
+                .message(format!(
+                    "{} is shorter than `restart.backoff` ({}) once deprecated fields are moved \
+                     to `restart`",
+                    format(restart.max_backoff),
+                    format(restart.backoff)
+                )));
+        }
+        descriptor.migrated = true;
+        Ok(deprecations)
+    }
+
+    /// Parses a descriptor file's bytes and migrates the descriptor: what the deployer and
+    /// `validate_dir` do with every file.
+    pub(crate) fn parse(
+        &self,
+        file: &Path,
+        bytes: &[u8],
+        env: &dyn Lookup,
+    ) -> Result<Descriptor, DescriptorError> {
+        let mut descriptor = Descriptor::from_bytes(file, bytes, env)?;
+        self.migrate(&mut descriptor)?;
+        Ok(descriptor)
+    }
+
+    /// The descriptor with its type's migrations applied: itself when they have run or
+    /// there are none, a migrated copy otherwise.
+    fn migrated<'d>(
+        &self,
+        descriptor: &'d Descriptor,
+    ) -> Result<Cow<'d, Descriptor>, DescriptorError> {
+        if descriptor.migrated || !self.migrations.contains_key(&descriptor.type_name) {
+            return Ok(Cow::Borrowed(descriptor));
+        }
+        let mut copy = descriptor.clone();
+        self.migrate(&mut copy)?;
+        Ok(Cow::Owned(copy))
+    }
+
     /// Checks that the descriptor's type exists and its config decodes, building nothing.
+    /// The type's [migrations](Registry::register_migration) apply first, unless they ran
+    /// on it already.
     pub fn check(&self, descriptor: &Descriptor) -> Result<(), DescriptorError> {
-        (self.entry(descriptor)?.make)(descriptor, None).map(drop)
+        let entry = self.entry(descriptor)?;
+        let descriptor = self.migrated(descriptor)?;
+        (entry.make)(&descriptor, None).map(drop)
     }
 
     /// Builds the component a descriptor describes. The component must carry the
-    /// descriptor's name.
+    /// descriptor's name. The type's [migrations](Registry::register_migration) apply
+    /// first, unless they ran on it already (a restart policy they change is the caller's
+    /// to apply: [`migrate`](Registry::migrate) the descriptor before building it).
     pub fn build(
         &self,
         descriptor: &Descriptor,
         env: &Env,
     ) -> Result<Box<dyn Component>, DescriptorError> {
+        let entry = self.entry(descriptor)?;
+        let descriptor = self.migrated(descriptor)?;
         let env = env.for_component(&descriptor.name);
-        let component = (self.entry(descriptor)?.make)(descriptor, Some(&env))?
+        let component = (entry.make)(&descriptor, Some(&env))?
             .expect("a factory given an env builds a component");
         if component.name() != descriptor.name {
             return Err(
@@ -223,6 +357,32 @@ impl Registry {
                 }
             ))
         })
+    }
+}
+
+impl Descriptor {
+    /// Deserializes the config into `T`, as [`Registry::register_typed`] does: an error names
+    /// the path of the offending field (`config.backoff.initial`) and, for a descriptor parsed
+    /// from a file whose config is unchanged, its line:column there. Migrations use it to
+    /// read deprecated fields.
+    ///
+    /// ```
+    /// use isopace_deploy::Descriptor;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Legacy { retries: Option<u32> }
+    ///
+    /// let d = Descriptor::parse(
+    ///     "{\"name\": \"a\", \"type\": \"job\",\n \"config\": {\"retries\": -1}}",
+    ///     "a.json",
+    /// )?;
+    /// let err = d.decode_config::<Legacy>().err().unwrap();
+    /// assert_eq!(err.field_path(), Some("config.retries"));
+    /// assert_eq!(err.position().map(|at| at.line), Some(2));
+    /// # Ok::<(), isopace_deploy::DescriptorError>(())
+    /// ```
+    pub fn decode_config<T: DeserializeOwned>(&self) -> Result<T, DescriptorError> {
+        decode(self)
     }
 }
 
@@ -298,6 +458,8 @@ mod tests {
 
     struct Link {
         name: String,
+        /// Fails right after each start.
+        flaky: bool,
     }
 
     #[async_trait]
@@ -305,7 +467,10 @@ mod tests {
         fn name(&self) -> &str {
             &self.name
         }
-        async fn start(&mut self, _: &Env) -> Result<(), BoxError> {
+        async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+            if self.flaky {
+                env.spawn_fallible(async { Err::<(), _>("the link dropped") });
+            }
             Ok(())
         }
         async fn stop(&mut self, _: &Env) -> Result<(), BoxError> {
@@ -326,6 +491,7 @@ mod tests {
                     }
                     Ok(Link {
                         name: name.to_owned(),
+                        flaky: config.port == 13,
                     })
                 },
             )
@@ -410,5 +576,150 @@ mod tests {
         let d = d.config(json!({ "port": 9 }));
         let component = registry.build(&d, host.env()).unwrap();
         assert_eq!(component.name(), "a");
+    }
+
+    /// The registry with a migration of `link`: its deprecated `retries` and `wait` became
+    /// `restart.max_restarts` and `restart.backoff`.
+    fn migrating() -> Registry {
+        #[derive(Deserialize)]
+        struct Legacy {
+            retries: Option<u32>,
+            #[serde(default, with = "isopace_config::serde_duration::option")]
+            wait: Option<std::time::Duration>,
+        }
+        let mut registry = registry();
+        registry.register_migration("link", |d: &mut Descriptor| {
+            let legacy: Legacy = d.decode_config()?;
+            d.take_config("retries");
+            d.take_config("wait");
+            let mut deprecations = Vec::new();
+            if let Some(n) = legacy.retries {
+                deprecations.push(d.migrate_restart(
+                    "config.retries",
+                    crate::RestartField::MaxRestarts,
+                    |r| r.max_restarts = n,
+                ));
+            }
+            if let Some(wait) = legacy.wait {
+                deprecations.push(d.migrate_restart(
+                    "config.wait",
+                    crate::RestartField::Backoff,
+                    |r| r.backoff = wait,
+                ));
+            }
+            Ok(deprecations)
+        });
+        registry
+    }
+
+    fn ms(n: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_migration_moves_deprecated_fields_unless_the_descriptor_sets_the_replacement() {
+        let registry = migrating();
+        let text = r#"{"name": "a", "type": "link", "restart": {"backoff": "1s"},
+                       "config": {"port": 7, "retries": 2, "wait": "10ms"}}"#;
+        let mut d = Descriptor::parse(text, "a.json").unwrap();
+        // Unmigrated, check and build migrate a copy first; without the migration the
+        // deprecated fields are unknown.
+        registry.check(&d).unwrap();
+        let err = self::registry().check(&d).unwrap_err();
+        assert!(err.to_string().contains("unknown field `retries`"), "{err}");
+
+        let deprecations = registry.migrate(&mut d).unwrap();
+        let said: Vec<String> = deprecations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "a.json: `config.retries` is deprecated; use `restart.max_restarts`",
+                "a.json: `config.wait` is deprecated; use `restart.backoff` \
+                 (ignored here: the descriptor sets `restart.backoff` itself)",
+            ]
+        );
+        assert_eq!(
+            d.restart,
+            isopace_host::RestartPolicy::on_failure()
+                .max_restarts(2)
+                .backoff(ms(1000))
+        );
+        assert_eq!(d.config, json!({ "port": 7 }));
+        assert!(d.sets_restart(crate::RestartField::MaxRestarts));
+        // Once migrated, a descriptor is left alone.
+        assert!(registry.migrate(&mut d).unwrap().is_empty());
+        registry.check(&d).unwrap();
+
+        // In code, a restart policy given whole wins over every deprecated field.
+        let mut d = Descriptor::new("a", "link")
+            .restart(isopace_host::RestartPolicy::never())
+            .config(json!({ "port": 7, "retries": 9 }));
+        let deprecations = registry.migrate(&mut d).unwrap();
+        assert!(deprecations[0].overridden);
+        assert_eq!(d.restart, isopace_host::RestartPolicy::never());
+        // A type without migrations is not touched.
+        let mut other = Descriptor::new("a", "nope").config(json!({ "retries": 1 }));
+        assert!(registry.migrate(&mut other).unwrap().is_empty());
+        assert_eq!(other.config, json!({ "retries": 1 }));
+    }
+
+    #[test]
+    fn a_bad_deprecated_value_is_reported_like_a_config_error() {
+        let registry = migrating();
+        let text = "{\"name\": \"a\", \"type\": \"link\",\n \"config\": {\"port\": 7, \"retries\": \"many\"}}";
+        let err = registry
+            .migrate(&mut Descriptor::parse(text, "a.json").unwrap())
+            .unwrap_err();
+        assert_eq!(err.field_path(), Some("config.retries"));
+        assert_eq!(err.position().map(|at| at.line), Some(2));
+        let d = Descriptor::parse(text, "a.json").unwrap();
+        assert_eq!(registry.check(&d).unwrap_err(), err);
+
+        // A moved backoff longer than the descriptor's own max_backoff.
+        let text = r#"{"name": "a", "type": "link", "restart": {"max_backoff": "1s"},
+                       "config": {"port": 7, "wait": "2s"}}"#;
+        let err = registry
+            .migrate(&mut Descriptor::parse(text, "a.json").unwrap())
+            .unwrap_err();
+        assert_eq!(err.field_path(), Some("restart.max_backoff"));
+        assert!(err.to_string().contains("`restart.backoff` (2s)"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deployer_and_validate_dir_see_the_migrated_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 13 fails after every start; the deprecated `retries` allows one restart,
+        // where the descriptor's default would allow five.
+        std::fs::write(
+            dir.path().join("a.json"),
+            r#"{"name": "a", "type": "link", "config": {"port": 13, "retries": 1, "wait": "10ms"}}"#,
+        )
+        .unwrap();
+        let registry = Arc::new(migrating());
+        let problems = crate::validate_dir(dir.path(), &registry, &|_: &str| None).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let host = Host::builder().restart_jitter(0.0).build();
+        host.start().await.unwrap();
+        let deployer = crate::Deployer::builder(&host, Arc::clone(&registry), dir.path())
+            .watch(false)
+            .build();
+        let report = deployer.scan().await.unwrap();
+        assert_eq!(report.deployed, ["a"]);
+        let mut status = host.status_of("a").unwrap();
+        for _ in 0..1000 {
+            if status.state == isopace_host::State::Failed {
+                break;
+            }
+            tokio::time::sleep(ms(10)).await;
+            status = host.status_of("a").unwrap();
+        }
+        assert_eq!(status.state, isopace_host::State::Failed, "{status:?}");
+        assert_eq!(status.restarts, 1);
+        assert!(
+            status.last_error.unwrap().contains("the link dropped"),
+            "the failure is the component's own"
+        );
+        host.stop().await.unwrap();
     }
 }

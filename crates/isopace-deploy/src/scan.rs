@@ -210,9 +210,14 @@ fn stat_all(entries: &[(String, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata>>
 pub(crate) type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Brings every listed file's record up to date — metadata first, content only where it
-/// changed — and returns the records of files that are gone. Blocking file I/O; run it off
-/// the async threads.
-fn refresh(state: &mut ScanState, dir: &Path, env: &dyn Lookup) -> Result<Vec<Record>, Error> {
+/// changed — and returns the records of files that are gone. A changed file is parsed and
+/// migrated by `registry`. Blocking file I/O; run it off the async threads.
+fn refresh(
+    state: &mut ScanState,
+    registry: &Registry,
+    dir: &Path,
+    env: &dyn Lookup,
+) -> Result<Vec<Record>, Error> {
     state.generation += 1;
     let generation = state.generation;
     list(dir, |file_name, path, meta| {
@@ -248,7 +253,7 @@ fn refresh(state: &mut ScanState, dir: &Path, env: &dyn Lookup) -> Result<Vec<Re
                         }
                         Ok(bytes) => {
                             if record.content.as_deref() != Some(&bytes[..]) {
-                                record.parsed = Descriptor::from_bytes(&path, &bytes, env);
+                                record.parsed = registry.parse(&path, &bytes, env);
                                 record.content = Some(bytes);
                             }
                         }
@@ -326,10 +331,10 @@ impl ScanState {
         env: &Environment,
     ) -> Result<(ScanReport, Option<Vec<FileStatus>>), Error> {
         let guard = state.lock_owned().await;
-        let (dir, env) = (dir.to_path_buf(), Arc::clone(env));
+        let (types, dir, env) = (Arc::clone(registry), dir.to_path_buf(), Arc::clone(env));
         let (mut guard, listing) = tokio::task::spawn_blocking(move || {
             let mut guard = guard;
-            let listing = refresh(&mut guard, &dir, &&*env);
+            let listing = refresh(&mut guard, &types, &dir, &&*env);
             (guard, listing)
         })
         .await
@@ -600,9 +605,7 @@ pub fn validate_dir(
     for (path, meta) in listed.into_values() {
         let parsed = match meta {
             Err(e) => Err(DescriptorError::io(&path, e)),
-            Ok(_) => {
-                read_limited(&path).and_then(|bytes| Descriptor::from_bytes(&path, &bytes, &env))
-            }
+            Ok(_) => read_limited(&path).and_then(|bytes| registry.parse(&path, &bytes, &env)),
         };
         let descriptor = match parsed {
             Ok(d) => d,
