@@ -1,8 +1,9 @@
 //! `Config`: the shared, lock-free handle on the current tree, and how it is loaded and reloaded.
 
 use std::{
-    fmt,
+    fmt, fs,
     hash::{DefaultHasher, Hash, Hasher},
+    io::Read,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
@@ -188,11 +189,94 @@ fn build(
     ))
 }
 
+/// The largest config file read: 16 MiB. A larger file is rejected with
+/// [`Error::TooLarge`] before it is read, so a wrong path (a log, a disk image) cannot
+/// exhaust memory. Real configs are kilobytes; the parsed tree takes several times the
+/// file's size.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads the config file whole, within [`MAX_CONFIG_BYTES`]. Blocking file I/O: async code
+/// runs it on a blocking thread.
+///
+/// Only a regular file is read. Opening a FIFO for reading waits for a writer, forever if
+/// none comes, and a device may never end. So the type is checked after following links,
+/// the file is opened without blocking, and the type and size are checked again on what was
+/// opened, in case the path was swapped in between.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
+    };
+    check_regular(path, &fs::metadata(path).map_err(io)?)?;
+    let mut file = open_nonblocking(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(path, &meta)?;
+    let too_large = |len| Error::TooLarge {
+        path: path.to_path_buf(),
+        len,
+        limit: MAX_CONFIG_BYTES,
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow after the check: read one byte past the limit to tell.
+    (&mut file)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading without waiting: on a FIFO, `open` itself would wait for a
+/// writer.
+fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(Error::NotRegularFile {
+        path: path.to_path_buf(),
+        found: file_type(&meta.file_type()),
     })
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_type(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 impl Config {
@@ -200,6 +284,11 @@ impl Config {
     ///
     /// The format follows the extension: `.toml` (feature `toml`), `.yaml`/`.yml` (feature
     /// `yaml`), anything else JSON; [`LoadOptions::format`] overrides it.
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: anything else (a FIFO, a
+    /// device, a directory) is [`Error::NotRegularFile`], a larger file [`Error::TooLarge`],
+    /// both without reading it. This is blocking file I/O; async code calls it through
+    /// `tokio::task::spawn_blocking`.
     pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Config, Error> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
@@ -312,7 +401,11 @@ impl Config {
     /// explicit one was given) and validators, and swaps the tree atomically.
     ///
     /// On any error the current tree stays in place. A config parsed from bytes has nothing to
-    /// re-read: this returns `Ok` and changes nothing.
+    /// re-read: this returns `Ok` and changes nothing. The file is read as by
+    /// [`Config::load`], with its checks, and the same blocking I/O; a [`ConfigWatcher`]
+    /// reloads on a blocking thread.
+    ///
+    /// [`ConfigWatcher`]: crate::ConfigWatcher
     pub fn reload(&self) -> Result<(), Error> {
         let Some(path) = &self.inner.path else {
             return Ok(());
@@ -372,5 +465,124 @@ mod tests {
         let text = format!("{config:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("ISO"), "{text}");
+    }
+
+    /// Loads `path` on a thread and gives up after a few seconds, so a read that blocks
+    /// fails the test instead of hanging it (the stuck thread is abandoned).
+    fn load_bounded(path: &Path) -> Result<Config, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || tx.send(Config::load(&path, LoadOptions::new())));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("loading a config file must not block")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_regular_file_is_read_and_a_fifo_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = load_bounded(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotRegularFile { path: p, found: "a FIFO" } if *p == path),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "config file {} is not a regular file (a FIFO)",
+                path.display()
+            )
+        );
+
+        // A reload finds the FIFO where the file was and keeps the tree.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, r#"{"a": 1}"#).unwrap();
+        let config = Config::load(&path, LoadOptions::new()).unwrap();
+        fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reload = {
+            let config = config.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(config.reload()));
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("reloading from a FIFO must not block")
+        };
+        assert!(
+            matches!(reload, Err(Error::NotRegularFile { .. })),
+            "{reload:?}"
+        );
+        assert_eq!(config.int("a", 0), 1);
+        assert_eq!(config.generation(), 0);
+
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let err = load_bounded(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NotRegularFile {
+                    found: "a directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let null = dir.path().join("null.json");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        let err = load_bounded(&null).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NotRegularFile {
+                    found: "a character device",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_rejected_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.json");
+        // Sparse: as large as it says, without writing it.
+        let file = fs::File::create(&path).unwrap();
+        file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let err = Config::load(&path, LoadOptions::new()).unwrap_err();
+        match &err {
+            Error::TooLarge {
+                path: p,
+                len,
+                limit,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(*len, MAX_CONFIG_BYTES + 1);
+                assert_eq!(*limit, MAX_CONFIG_BYTES);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "config file {} is 16777217 bytes; config files are limited to 16777216 bytes",
+                path.display()
+            )
+        );
+
+        // At the limit the file is read: zeros are not JSON.
+        file.set_len(MAX_CONFIG_BYTES).unwrap();
+        let err = Config::load(&path, LoadOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::Parse { line: 1, .. }), "{err:?}");
     }
 }

@@ -16,6 +16,28 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The config file is not a regular file (a FIFO, socket, device or directory), so it
+    /// was not read.
+    #[error("config file {} is not a regular file ({found})", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead (`"a FIFO"`, `"a directory"`, ...).
+        found: &'static str,
+    },
+
+    /// The config file is larger than [`MAX_CONFIG_BYTES`](crate::MAX_CONFIG_BYTES), so it
+    /// was not read.
+    #[error("config file {} is {len} bytes; config files are limited to {limit} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (at least `limit + 1` when it grew while being read).
+        len: u64,
+        /// The limit, [`MAX_CONFIG_BYTES`](crate::MAX_CONFIG_BYTES).
+        limit: u64,
+    },
+
     /// The input is not valid for its format.
     #[error("invalid {format} in {}", Origin { file: file.as_ref(), line: *line, column: *column })]
     Parse {

@@ -60,7 +60,7 @@ mod local;
 mod tree;
 mod watcher;
 
-pub use config::{Config, LoadOptions};
+pub use config::{Config, LoadOptions, MAX_CONFIG_BYTES};
 pub use duration::{MAX_DURATION, format_duration, parse_duration, serde_duration};
 pub use error::Error;
 pub use format::Format;

@@ -36,8 +36,10 @@ const THREAD_EXIT_GRACE: Duration = Duration::from_secs(2);
 /// cause no reload. A reload that fails is logged at error level, once per failing content,
 /// and the previous tree stays in place; the watcher keeps watching.
 ///
-/// The file is read on the watcher's task; config files are small, so this is not offloaded
-/// to a blocking thread.
+/// The file is read, and the new tree built, on a blocking thread, never on the runtime's
+/// worker threads; the callbacks run on the watcher's task. Only a regular file within
+/// [`MAX_CONFIG_BYTES`](crate::MAX_CONFIG_BYTES) is read (see [`Config::load`]): a FIFO or a
+/// device put in the file's place is a failed reload, not a hung watcher.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), isopace_config::Error> {
@@ -275,9 +277,9 @@ async fn run(
                     () = time::sleep(debounce) => {}
                 }
                 while events.try_recv().is_ok() {}
-                state.check();
+                state.check().await;
             }
-            _ = ticker.tick() => state.check(),
+            _ = ticker.tick() => state.check().await,
         }
     }
     if let Some(watcher) = watcher {
@@ -306,28 +308,42 @@ struct Reloader {
     last_failure: Option<u64>,
 }
 
+/// What one check of the file found.
+enum Outcome {
+    /// The file holds what the current tree was built from.
+    Unchanged,
+    /// The file holds content that already failed, and was reported.
+    KnownFailure,
+    /// A tree of this generation was built from the file and is in place.
+    Reloaded(u64),
+    /// Reading or building failed; the key tells this failure from the next.
+    Failed(u64, Error),
+}
+
 impl Reloader {
-    fn check(&mut self) {
-        let bytes = match read_file(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Debug, unlike Display, includes the io::Error, so a file that goes from
-                // missing to unreadable is reported again.
-                let failure = digest(format!("{e:?}").as_bytes()) ^ u64::MAX;
-                self.fail(failure, &e);
-                return;
-            }
+    /// Reads the file and installs a new tree on a blocking thread, then logs and runs the
+    /// callbacks here. The read is bounded (a regular file within `MAX_CONFIG_BYTES`, opened
+    /// without blocking), so a stop waits for at most one read.
+    async fn check(&mut self) {
+        let (config, path, last_failure) =
+            (self.config.clone(), self.path.clone(), self.last_failure);
+        let outcome = match tokio::task::spawn_blocking(move || {
+            attempt(&config, &path, last_failure)
+        })
+        .await
+        {
+            Ok(outcome) => outcome,
+            // A validator panicked: the watcher task fails as it would have inline, and
+            // `stop` reports it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down, and the watcher with it.
+            Err(_) => return,
         };
-        let content = digest(&bytes);
-        if content == self.config.current_digest() {
-            self.last_failure = None;
-            return;
-        }
-        if self.last_failure == Some(content) {
-            return;
-        }
-        match self.config.install(&bytes) {
-            Ok(generation) => {
+        match outcome {
+            Outcome::Unchanged => self.last_failure = None,
+            Outcome::KnownFailure => {}
+            Outcome::Failed(failure, e) => self.fail(failure, &e),
+            Outcome::Reloaded(generation) => {
                 self.last_failure = None;
                 tracing::info!(path = %self.path.display(), generation, "config reloaded");
                 for callback in &self.callbacks {
@@ -341,7 +357,6 @@ impl Reloader {
                     }
                 }
             }
-            Err(e) => self.fail(content, &e),
         }
     }
 
@@ -358,6 +373,31 @@ impl Reloader {
             generation = self.config.generation(),
             "config reload failed; keeping the previous values"
         );
+    }
+}
+
+/// One check's blocking part: reads the file and, when its content is new and has not
+/// failed before, builds and installs a tree from it.
+fn attempt(config: &Config, path: &Path, last_failure: Option<u64>) -> Outcome {
+    let bytes = match read_file(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // Debug, unlike Display, includes the io::Error, so a file that goes from
+            // missing to unreadable is reported again.
+            let failure = digest(format!("{e:?}").as_bytes()) ^ u64::MAX;
+            return Outcome::Failed(failure, e);
+        }
+    };
+    let content = digest(&bytes);
+    if content == config.current_digest() {
+        return Outcome::Unchanged;
+    }
+    if last_failure == Some(content) {
+        return Outcome::KnownFailure;
+    }
+    match config.install(&bytes) {
+        Ok(generation) => Outcome::Reloaded(generation),
+        Err(e) => Outcome::Failed(content, e),
     }
 }
 

@@ -471,10 +471,20 @@ fn offset_in(whole: &str, part: &str) -> usize {
 
 /// Reads a descriptor file, refusing files over [`MAX_DESCRIPTOR_BYTES`] without reading
 /// them whole.
+///
+/// Only a regular file is read. Opening a FIFO for reading waits for a writer, forever if
+/// none comes, and would hold up every later scan and the deployer's shutdown with it; a
+/// device may never end. So the type is checked after following links, the file is opened
+/// without blocking, and the type is checked again on what was opened, in case the path was
+/// swapped in between. Anything else is an [`ErrorKind::Io`] error saying `not a regular
+/// file`.
 pub(crate) fn read_limited(file: &Path) -> Result<Vec<u8>, DescriptorError> {
     let io = |e: std::io::Error| DescriptorError::io(file, e);
-    let mut handle = fs::File::open(file).map_err(io)?;
-    let len = handle.metadata().map_err(io)?.len();
+    check_regular(file, &fs::metadata(file).map_err(io)?)?;
+    let mut handle = open_nonblocking(file).map_err(io)?;
+    let meta = handle.metadata().map_err(io)?;
+    check_regular(file, &meta)?;
+    let len = meta.len();
     if len > MAX_DESCRIPTOR_BYTES {
         return Err(too_large(file, len));
     }
@@ -487,6 +497,61 @@ pub(crate) fn read_limited(file: &Path) -> Result<Vec<u8>, DescriptorError> {
         return Err(too_large(file, bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// Opens `file` for reading without waiting: on a FIFO, `open` itself would wait for a
+/// writer.
+fn open_nonblocking(file: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(file)
+}
+
+fn check_regular(file: &Path, meta: &fs::Metadata) -> Result<(), DescriptorError> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(DescriptorError::new(file, ErrorKind::Io).message(format!(
+        "not a regular file ({})",
+        file_type(&meta.file_type())
+    )))
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_type(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
+/// A file whose name is not UTF-8. It is not read: component names, logs and metrics carry
+/// file names as text, which such a name would not survive unchanged.
+pub(crate) fn non_utf8_name(file: &Path) -> DescriptorError {
+    DescriptorError::new(file, ErrorKind::Io)
+        .message("the file name is not valid UTF-8; rename the file to deploy it")
 }
 
 fn too_large(file: &Path, len: u64) -> DescriptorError {
@@ -674,5 +739,52 @@ mod tests {
         let a = parse(r#"{"name": "a", "type": "x", "config": {"k": 1, "j": 2}}"#).unwrap();
         let b = parse("{\n\"name\":\"a\",\"type\":\"x\",\"config\":{\"j\":2,\"k\":1}}").unwrap();
         assert!(a.same_as(&b));
+    }
+
+    /// Runs `read` on a thread and gives up after a few seconds, so a read that blocks fails
+    /// the test instead of hanging it (the stuck thread is abandoned).
+    fn bounded(
+        read: impl FnOnce() -> Result<Vec<u8>, DescriptorError> + Send + 'static,
+    ) -> DescriptorError {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read()));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("reading a file that is not a regular file must not block")
+            .expect_err("only regular files are read")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = bounded(move || read_limited(&fifo));
+        assert_eq!(err.kind(), &ErrorKind::Io);
+        assert_eq!(err.detail(), "not a regular file (a FIFO)");
+        assert!(
+            err.to_string()
+                .ends_with("pipe.json: not a regular file (a FIFO)"),
+            "{err}"
+        );
+
+        let sub = dir.path().join("sub.json");
+        fs::create_dir(&sub).unwrap();
+        let err = read_limited(&sub).unwrap_err();
+        assert_eq!(err.detail(), "not a regular file (a directory)");
+
+        let null = dir.path().join("null.json");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        let err = read_limited(&null).unwrap_err();
+        assert_eq!(err.detail(), "not a regular file (a character device)");
+        assert_eq!(err.file(), null);
+
+        let file = dir.path().join("a.json");
+        fs::write(&file, "{}").unwrap();
+        assert_eq!(read_limited(&file).unwrap(), b"{}");
     }
 }

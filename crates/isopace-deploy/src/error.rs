@@ -66,7 +66,13 @@ impl fmt::Display for Position {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The file could not be listed, opened or read.
+    /// The file could not be listed, opened or read; the operating system's error is the
+    /// source.
+    ///
+    /// Also, without a source, a file that is not read at all: one that is not a regular
+    /// file (a FIFO, socket, device or directory named `*.json`, said as `not a regular file
+    /// (a FIFO)`), and one whose name is not UTF-8 (displayed with the invalid bytes
+    /// replaced by `U+FFFD`; [`DescriptorError::file`] is the real path).
     Io,
     /// The file is larger than [`MAX_DESCRIPTOR_BYTES`](crate::MAX_DESCRIPTOR_BYTES).
     TooLarge,
@@ -99,9 +105,9 @@ type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// Displays as `file:line:column: field `f`: message`, leaving out what is unknown (a
 /// descriptor built in code has no file and no positions). The cause, when there is one, is
 /// the [`source`](std::error::Error::source) and is not repeated in the message: the
-/// operating system's [`io::Error`](std::io::Error) for [`ErrorKind::Io`], serde_json's error
-/// for [`ErrorKind::Syntax`], the factory's own error for [`ErrorKind::Build`] and the host's
-/// for [`ErrorKind::Start`]. Print it with its sources (`isopace_host::error_chain`), or use
+/// operating system's [`io::Error`](std::io::Error) for [`ErrorKind::Io`] (when it reported
+/// one), serde_json's error for [`ErrorKind::Syntax`], the factory's own error for
+/// [`ErrorKind::Build`] and the host's for [`ErrorKind::Start`]. Print it with its sources (`isopace_host::error_chain`), or use
 /// [`detail`](Self::detail) for the text without the location.
 ///
 /// Two errors are equal when they say the same: the same file, position, field, kind and

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ffi::OsString,
     fs, io,
     path::{Path, PathBuf},
     sync::Arc,
@@ -13,7 +14,7 @@ use isopace_host::{Env, Host, Supervision, error_chain};
 
 use crate::{
     Descriptor, Registry,
-    descriptor::read_limited,
+    descriptor::{non_utf8_name, read_limited},
     error::{DescriptorError, Error, ErrorKind},
     subst::Lookup,
 };
@@ -138,8 +139,9 @@ impl Meta {
 /// Everything a scan remembers between runs.
 #[derive(Default)]
 pub(crate) struct ScanState {
-    /// One record per listed file, keyed (and so ordered) by file name.
-    records: BTreeMap<String, Record>,
+    /// One record per listed file, keyed (and so ordered) by file name. Names that are not
+    /// UTF-8 are kept as they are, so two of them never share a record.
+    records: BTreeMap<OsString, Record>,
     /// Counts scans, to tell which records the last listing saw.
     generation: u64,
     /// Whether a file status changed since the statuses were last published.
@@ -149,12 +151,13 @@ pub(crate) struct ScanState {
 /// Directories with at least this many descriptors are stat'ed on several threads.
 const PARALLEL_STAT_FROM: usize = 512;
 
-/// Lists `*.json` files, calling `each` with the file name, its path and its metadata:
-/// hidden names skipped, symlinks followed, directories skipped. The order is the
-/// directory's; callers that need lexical order sort or key by name.
+/// Lists `*.json` entries, calling `each` with the file name, its path and its metadata:
+/// hidden names skipped, symlinks followed. Whatever a `*.json` name is (a directory, a FIFO,
+/// a name that is not UTF-8) is listed, so it is reported rather than ignored. The order is
+/// the directory's; callers that need lexical order sort or key by name.
 fn list(
     dir: &Path,
-    mut each: impl FnMut(String, PathBuf, io::Result<fs::Metadata>),
+    mut each: impl FnMut(OsString, PathBuf, io::Result<fs::Metadata>),
 ) -> Result<(), Error> {
     let directory = |source| Error::Directory {
         dir: dir.to_path_buf(),
@@ -163,19 +166,16 @@ fn list(
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(directory)? {
         let entry = entry.map_err(directory)?;
-        let Ok(file_name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if file_name.starts_with('.') || !file_name.ends_with(".json") {
+        let file_name = entry.file_name();
+        // Lossy replacement keeps ASCII as it is, so this tests the real name's ends.
+        let shown = file_name.to_string_lossy();
+        if shown.starts_with('.') || !shown.ends_with(".json") {
             continue;
         }
         entries.push((file_name, entry));
     }
     let metas = stat_all(&entries);
     for ((file_name, entry), meta) in entries.into_iter().zip(metas) {
-        if meta.as_ref().is_ok_and(|m| m.is_dir()) {
-            continue;
-        }
         each(file_name, entry.path(), meta);
     }
     Ok(())
@@ -184,8 +184,8 @@ fn list(
 /// Each entry's metadata, following symlinks (a dangling link or a loop is that file's
 /// error). A rescan of a large directory is mostly these system calls, and they run in
 /// parallel well, so big directories spread them over a few threads.
-fn stat_all(entries: &[(String, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata>> {
-    let stat = |(_, entry): &(String, fs::DirEntry)| match entry.file_type() {
+fn stat_all(entries: &[(OsString, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata>> {
+    let stat = |(_, entry): &(OsString, fs::DirEntry)| match entry.file_type() {
         Ok(t) if !t.is_symlink() => entry.metadata(),
         _ => fs::metadata(entry.path()),
     };
@@ -221,6 +221,7 @@ fn refresh(
     state.generation += 1;
     let generation = state.generation;
     list(dir, |file_name, path, meta| {
+        let utf8 = file_name.to_str().is_some();
         let record = state.records.entry(file_name).or_insert_with(|| Record {
             path: path.clone(),
             seen: generation,
@@ -234,6 +235,12 @@ fn refresh(
         });
         record.seen = generation;
         match meta {
+            // The same error every time, so it is reported once, however the content changes.
+            _ if !utf8 => {
+                record.meta = None;
+                record.content = None;
+                record.parsed = Err(non_utf8_name(&path));
+            }
             Err(e) => {
                 record.meta = None;
                 record.content = None;
@@ -264,7 +271,7 @@ fn refresh(
             }
         }
     })?;
-    let gone: Vec<String> = state
+    let gone: Vec<OsString> = state
         .records
         .iter()
         .filter(|(_, r)| r.seen != generation)
@@ -602,8 +609,9 @@ pub fn validate_dir(
     })?;
     let mut problems = Vec::new();
     let mut claims: HashMap<String, PathBuf> = HashMap::new();
-    for (path, meta) in listed.into_values() {
+    for (file_name, (path, meta)) in listed {
         let parsed = match meta {
+            _ if file_name.to_str().is_none() => Err(non_utf8_name(&path)),
             Err(e) => Err(DescriptorError::io(&path, e)),
             Ok(_) => read_limited(&path).and_then(|bytes| registry.parse(&path, &bytes, &env)),
         };
@@ -627,4 +635,40 @@ pub fn validate_dir(
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn every_json_name_is_listed_whatever_it_is() {
+        use std::os::unix::ffi::OsStrExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"b\xff.json");
+        for name in ["a.json", ".hidden.json", "notes.txt"] {
+            fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        fs::write(dir.path().join(odd), "{}").unwrap();
+        fs::create_dir(dir.path().join("c.json")).unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+
+        let mut listed = Vec::new();
+        list(dir.path(), |name, path, meta| {
+            assert_eq!(path, dir.path().join(&name));
+            listed.push((name, meta.unwrap().is_dir()));
+        })
+        .unwrap();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("a.json".into(), false),
+                (odd.to_owned(), false),
+                ("c.json".into(), true)
+            ]
+        );
+    }
 }

@@ -316,8 +316,8 @@ async fn hidden_files_other_extensions_and_subdirectories_are_ignored() {
     let f = Fixture::new().await;
     f.write(".hidden.json", &probe("hidden", "{}"));
     f.write("notes.txt", "not a descriptor");
-    fs::create_dir(f.dir.path().join("sub.json")).unwrap();
-    fs::write(f.dir.path().join("sub.json/x.json"), probe("nested", "{}")).unwrap();
+    fs::create_dir(f.dir.path().join("sub")).unwrap();
+    fs::write(f.dir.path().join("sub/x.json"), probe("nested", "{}")).unwrap();
     f.write("a.json", &probe("a", "{}"));
     let report = f.scan().await;
     assert_eq!(report.deployed, ["a"]);

@@ -16,17 +16,22 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     pin::Pin,
+    time::Duration,
 };
 
 use isopace_deploy::{DescriptorError, ErrorKind, FileState, ScanReport};
 use isopace_host::{Phase, State};
-use isopace_tests::{Fixture, LogCapture, probe_descriptor, write_atomically};
+use isopace_tests::{
+    FifoWatchdog, Fixture, LogCapture, mkfifo, probe_descriptor, write_atomically,
+};
 use serde_json::{Value, json};
 
 const SENTINEL: &str = "sentinel";
 const SENTINEL_FILE: &str = "00_sentinel.json";
 const FAULTY: &str = "faulty";
 const FAULTY_FILE: &str = "10_faulty.json";
+/// The real time a step that meets a FIFO gets before the test calls it blocked.
+const FIFO_LIMIT: Duration = Duration::from_secs(5);
 
 type Run = for<'a> fn(&'a Fixture, &'a LogCapture) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
@@ -62,17 +67,26 @@ fn catalogue() -> Vec<Case> {
         case!("missing name", missing_name),
         case!("duplicate name", duplicate_name),
         case!("unset variable", unset_variable),
+        case!("`enabled` that is not a bool", enabled_not_a_bool),
         case!(
             "deploy directory deleted and recreated",
             deploy_dir_deleted_and_recreated
         ),
         case!("unreadable descriptor", unreadable_descriptor),
         case!("symlink loop", symlink_loop),
+        case!("FIFO named *.json", fifo_descriptor),
+        case!(
+            "socket, device and directory named *.json",
+            special_files_named_json
+        ),
+        case!("file name that is not UTF-8", non_utf8_file_name),
         case!("ConfigMap swap to a bad version and back", configmap_swap),
         case!(
             "config reload to invalid JSON",
             config_reload_to_invalid_json
         ),
+        case!("FIFO at the config file's path", config_fifo),
+        case!("config file over the size limit", config_too_large),
         case!("1 000 rapid rewrites of one file", rapid_rewrites),
         case!("500 files appearing at once", five_hundred_files),
     ]
@@ -102,6 +116,12 @@ async fn fault_catalogue() {
         );
     }
     assert_eq!(exercised.len(), catalogue.len());
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(&format!("{} kinds of fault", exercised.len())),
+        "tests/README.md should say the catalogue has {} kinds of fault",
+        exercised.len()
+    );
     println!(
         "fault catalogue: {} fault kinds exercised, all contained",
         exercised.len()
@@ -462,6 +482,22 @@ async fn unset_variable(f: &Fixture, _logs: &LogCapture) {
     .await;
 }
 
+async fn enabled_not_a_bool(f: &Fixture, _logs: &LogCapture) {
+    let text = "{\"name\": \"faulty\", \"type\": \"probe\",\n \"enabled\": \"yes\"}";
+    content_fault(f, text.as_bytes(), |e| {
+        assert_eq!(e.kind(), &ErrorKind::Field);
+        assert_eq!(e.field_path(), Some("enabled"));
+        assert_at(e, 2, 17);
+        assert!(e.to_string().contains(":2:17: field `enabled`: "), "{e}");
+        assert!(
+            e.detail()
+                .contains(r#"invalid type: string "yes", expected a boolean"#),
+            "{e}"
+        );
+    })
+    .await;
+}
+
 // --- Directory-level faults. ----------------------------------------------------------------
 
 async fn duplicate_name(f: &Fixture, _logs: &LogCapture) {
@@ -630,6 +666,133 @@ async fn symlink_loop(f: &Fixture, _logs: &LogCapture) {
     assert_eq!(f.host().components(), [SENTINEL, FAULTY]);
 }
 
+/// Scans with a watchdog on `fifos`, so a scan that blocks on one fails rather than hangs.
+async fn scan_past_fifos(f: &Fixture, fifos: &[PathBuf]) -> ScanReport {
+    let watchdog = FifoWatchdog::arm("a scan with a FIFO named *.json", fifos, FIFO_LIMIT);
+    let report = f.scan().await;
+    watchdog.disarm();
+    report
+}
+
+/// The failure is `file`'s, and says it is not a regular file but `what`.
+#[track_caller]
+fn assert_not_regular(f: &Fixture, failure: &DescriptorError, file: &str, what: &str) {
+    assert_eq!(failure.file(), f.path(file));
+    assert_eq!(failure.kind(), &ErrorKind::Io, "{failure}");
+    assert_eq!(
+        failure.to_string(),
+        format!("{}: not a regular file ({what})", f.path(file).display())
+    );
+}
+
+async fn fifo_descriptor(f: &Fixture, _logs: &LogCapture) {
+    const PIPE: &str = "20_pipe.json";
+    // A FIFO where a running file was, a new FIFO, and a new good file in the same scan.
+    deploy_faulty_v1(f).await;
+    fs::remove_file(f.path(FAULTY_FILE)).unwrap();
+    mkfifo(&f.path(FAULTY_FILE));
+    mkfifo(&f.path(PIPE));
+    f.write("30_after.json", probe("after", json!({ "tag": "a1" })));
+    let fifos = [f.path(FAULTY_FILE), f.path(PIPE)];
+
+    let report = scan_past_fifos(f, &fifos).await;
+    assert_eq!(report.deployed, ["after"], "{report:#?}");
+    assert_eq!(report.failures.len(), 2, "{report:#?}");
+    assert_not_regular(f, &report.failures[0], FAULTY_FILE, "a FIFO");
+    assert_not_regular(f, &report.failures[1], PIPE, "a FIFO");
+    f.assert_running(FAULTY, "v1");
+    f.assert_running("after", "a1");
+    assert_failed_status(f, FAULTY_FILE, Some(FAULTY));
+    assert_failed_status(f, PIPE, None);
+
+    // Reported once; the scans after it still deploy what appears.
+    f.write("40_later.json", probe("later", json!({ "tag": "l1" })));
+    let report = scan_past_fifos(f, &fifos).await;
+    assert_eq!(report.deployed, ["later"], "{report:#?}");
+    assert!(report.failures.is_empty(), "{report:#?}");
+
+    // A regular file in the FIFO's place deploys.
+    fs::remove_file(f.path(PIPE)).unwrap();
+    f.write(PIPE, probe("piped", json!({ "tag": "p1" })));
+    assert_eq!(scan_past_fifos(f, &fifos).await.deployed, ["piped"]);
+    f.assert_running(FAULTY, "v1");
+    assert_eq!(f.lifecycle().starts(FAULTY), 1);
+}
+
+async fn special_files_named_json(f: &Fixture, _logs: &LogCapture) {
+    deploy_faulty_v1(f).await;
+    let _socket = std::os::unix::net::UnixListener::bind(f.path("20_socket.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", f.path("21_null.json")).unwrap();
+    // As a bind mount of a file that did not exist leaves behind.
+    fs::create_dir(f.path("22_dir.json")).unwrap();
+    fs::write(
+        f.path("22_dir.json").join("x.json"),
+        probe("nested", json!({ "tag": "n" })),
+    )
+    .unwrap();
+    f.write("30_after.json", probe("after", json!({ "tag": "a1" })));
+
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["after"], "{report:#?}");
+    assert_eq!(report.failures.len(), 3, "{report:#?}");
+    for (failure, (file, what)) in report.failures.iter().zip([
+        ("20_socket.json", "a socket"),
+        ("21_null.json", "a character device"),
+        ("22_dir.json", "a directory"),
+    ]) {
+        assert_not_regular(f, failure, file, what);
+        assert_failed_status(f, file, None);
+    }
+    assert!(f.scan().await.is_quiet(), "a failure is reported once");
+    assert_eq!(f.host().components(), [SENTINEL, FAULTY, "after"]);
+    f.assert_running(FAULTY, "v1");
+}
+
+async fn non_utf8_file_name(f: &Fixture, _logs: &LogCapture) {
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = f
+        .dir()
+        .join(std::ffi::OsStr::from_bytes(b"20_caf\xe9.json"));
+    let shown = f.dir().join("20_caf\u{FFFD}.json");
+    write_atomically(&path, probe("cafe", json!({ "tag": "c1" })).as_bytes());
+    f.write("30_after.json", probe("after", json!({ "tag": "a1" })));
+
+    let report = f.scan().await;
+    assert_eq!(report.deployed, ["after"], "{report:#?}");
+    let failure = only_failure(&report);
+    assert_eq!(failure.file(), path, "the real path, for tools");
+    assert_eq!(failure.kind(), &ErrorKind::Io);
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "{}: the file name is not valid UTF-8; rename the file to deploy it",
+            shown.to_string_lossy()
+        )
+    );
+    let status = f
+        .deployer()
+        .status()
+        .into_iter()
+        .find(|s| s.file == path)
+        .expect("a status for the file");
+    assert_eq!(status.state, FileState::Failed, "{status:?}");
+    assert_eq!(status.name, None);
+    assert_eq!(status.error.as_ref(), Some(failure));
+    assert_eq!(f.state_of("cafe"), None);
+
+    // Reported once, also when its content changes.
+    assert!(f.scan().await.is_quiet());
+    fs::write(&path, probe("cafe", json!({ "tag": "c2" }))).unwrap();
+    assert!(f.scan().await.is_quiet());
+
+    // Renamed, it deploys, and its failed status goes with the old name.
+    fs::rename(&path, f.path("20_cafe.json")).unwrap();
+    assert_eq!(f.scan().await.deployed, ["cafe"]);
+    f.assert_running("cafe", "c2");
+    assert!(f.deployer().status().iter().all(|s| s.file != path));
+}
+
 /// Publishes `files` the way the kubelet updates a ConfigMap volume: a new hidden data
 /// directory, then an atomic rename of the `..data` symlink onto it.
 fn configmap_publish(dir: &Path, version: &str, files: &[(&str, &[u8])]) {
@@ -706,6 +869,118 @@ async fn config_reload_to_invalid_json(f: &Fixture, _logs: &LogCapture) {
     config.reload().expect("a valid file reloads");
     assert_eq!(config.int("limits.connections", 0), 128);
     assert!(config.generation() > generation);
+}
+
+async fn config_fifo(f: &Fixture, logs: &LogCapture) {
+    let config = f.host().env().config().clone();
+    let path = f.config_file().to_path_buf();
+    fs::remove_file(&path).unwrap();
+    mkfifo(&path);
+    let fifos = [path.clone()];
+
+    let watchdog = FifoWatchdog::arm("a config reload from a FIFO", &fifos, FIFO_LIMIT);
+    let reloaded = config.reload();
+    watchdog.disarm();
+    let error = reloaded.expect_err("a FIFO does not reload");
+    match &error {
+        isopace_config::Error::NotRegularFile { path: file, found } => {
+            assert_eq!(file, &path);
+            assert_eq!(*found, "a FIFO");
+        }
+        other => panic!("expected NotRegularFile, got {other:?}"),
+    }
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "config file {} is not a regular file (a FIFO)",
+            path.display()
+        )
+    );
+    assert_eq!(config.int("limits.connections", 0), 64);
+
+    // The watcher reports it, keeps the values, and goes on watching.
+    let generation = config.generation();
+    let mut changes = config.subscribe();
+    let mut watcher = isopace_config::ConfigWatcher::new(config.clone())
+        .poll_only(true)
+        .interval(Duration::from_millis(100));
+    let watchdog = FifoWatchdog::arm("the config watcher with a FIFO", &fifos, FIFO_LIMIT);
+    watcher.start().await.unwrap();
+    let reported = |logs: &LogCapture| {
+        logs.records().into_iter().any(|r| {
+            r["message"] == "config reload failed; keeping the previous values"
+                && r["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("is not a regular file (a FIFO)"))
+        })
+    };
+    // The first poll is at once; paused time makes each further one free.
+    for _ in 0..50 {
+        if reported(logs) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failure_logged = reported(logs);
+    let generation_with_fifo = config.generation();
+
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, r#"{"limits": {"connections": 128}}"#).unwrap();
+    let reload = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
+    watcher.stop().await.unwrap();
+    watchdog.disarm();
+    assert!(
+        failure_logged,
+        "no failed reload logged: {:#?}",
+        logs.records()
+    );
+    assert_eq!(
+        generation_with_fifo, generation,
+        "the FIFO changed the tree"
+    );
+    reload
+        .expect("the watcher reloads once the file is regular again")
+        .unwrap();
+    assert_eq!(config.int("limits.connections", 0), 128);
+}
+
+async fn config_too_large(f: &Fixture, _logs: &LogCapture) {
+    let config = f.host().env().config();
+    let generation = config.generation();
+    let path = f.config_file();
+    // Sparse: the size is checked before a byte is read.
+    let len = isopace_config::MAX_CONFIG_BYTES + 1;
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+
+    let error = config
+        .reload()
+        .expect_err("an oversize file does not reload");
+    match &error {
+        isopace_config::Error::TooLarge {
+            path: file,
+            len: found,
+            limit,
+        } => {
+            assert_eq!(file, path);
+            assert_eq!(*found, len);
+            assert_eq!(*limit, isopace_config::MAX_CONFIG_BYTES);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("limited to 16777216 bytes"), "{text}");
+    assert_eq!(config.generation(), generation);
+    assert_eq!(config.string("greeting", ""), "hello");
+
+    fs::write(path, r#"{"limits": {"connections": 128}}"#).unwrap();
+    config.reload().expect("a file within the limit reloads");
+    assert_eq!(config.int("limits.connections", 0), 128);
 }
 
 fn rapid_version(i: usize) -> String {
