@@ -255,6 +255,16 @@ impl Env {
         }
     }
 
+    /// Declares how long this instance's stop may take, instead of the host's stop timeout:
+    /// for a component whose stop has a known length of its own (a child process's grace
+    /// period before it is killed). The host's shutdown timeout still caps it. The component
+    /// stays `stopping` until its stop returns or this bound passes.
+    pub fn set_stop_timeout(&self, timeout: Duration) {
+        if let Some(instance) = &self.instance {
+            instance.set_stop_timeout(timeout);
+        }
+    }
+
     /// Reports that the component failed after `start` returned. The host stops it and
     /// applies its restart policy. Only an instance's first report counts; on an env the
     /// host did not start this only logs.

@@ -625,7 +625,12 @@ impl Host {
         let settings = &self.inner.settings;
         let timeout = match phase {
             Phase::Start => settings.start_timeout,
-            Phase::Stop => settings.stop_timeout,
+            // A component that knows its stop takes longer (a child's grace period) says so;
+            // the shutdown deadline still caps it.
+            Phase::Stop => instance
+                .as_ref()
+                .and_then(|i| i.stop_timeout())
+                .unwrap_or(settings.stop_timeout),
         };
         let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let Slot { component, env } = guard.slot.as_mut().expect("just filled");

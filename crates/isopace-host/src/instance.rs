@@ -115,6 +115,8 @@ pub(crate) struct Instance {
     /// Whether `start` declared readiness comes later.
     pub(crate) ready_later: AtomicBool,
     unhealthy_threshold: Mutex<Duration>,
+    /// The stop bound the component asked for, instead of the host's.
+    stop_timeout: Mutex<Option<Duration>>,
 }
 
 /// Abort handles of the instance's tasks still running, to end those that outlive the stop
@@ -143,6 +145,7 @@ impl Instance {
             failed: AtomicBool::new(false),
             ready_later: AtomicBool::new(false),
             unhealthy_threshold: Mutex::new(Duration::ZERO),
+            stop_timeout: Mutex::new(None),
         }
     }
 
@@ -167,6 +170,14 @@ impl Instance {
         if !self.failed.swap(true, Ordering::AcqRel) {
             self.send(EventKind::Finished);
         }
+    }
+
+    pub(crate) fn set_stop_timeout(&self, timeout: Duration) {
+        *self.stop_timeout.lock() = Some(timeout);
+    }
+
+    pub(crate) fn stop_timeout(&self) -> Option<Duration> {
+        *self.stop_timeout.lock()
     }
 
     pub(crate) fn set_unhealthy_threshold(&self, threshold: Duration) {

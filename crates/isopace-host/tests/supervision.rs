@@ -429,3 +429,37 @@ async fn stopping_during_backoff_cancels_the_restart_and_undeploy_forgets_it() {
     assert_eq!(starts.load(Ordering::SeqCst), 1);
     assert_eq!(Restart::default(), Restart::Never);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_component_may_declare_a_longer_stop_bound_and_stays_stopping_until_it_ends() {
+    /// Takes 20 s to stop, and says so.
+    struct Slow;
+    #[async_trait]
+    impl Component for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+            env.set_stop_timeout(Duration::from_secs(21));
+            Ok(())
+        }
+        async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            Ok(())
+        }
+    }
+    // The host's own stop bound (2 s) would abandon it.
+    let host = host_with(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    host.deploy(Slow).await.unwrap();
+    let undeploy = tokio::spawn({
+        let host = host.clone();
+        async move { host.undeploy("slow").await }
+    });
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(host.status_of("slow").unwrap().state, State::Stopping);
+    advance(Duration::from_secs(11)).await;
+    undeploy.await.unwrap().unwrap();
+    assert!(host.status_of("slow").is_none());
+    host.stop().await.unwrap();
+}
