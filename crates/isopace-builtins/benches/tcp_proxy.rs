@@ -71,9 +71,7 @@ async fn proxy(
     let metrics = MetricsRegistry::new();
     let env = Env::new(isopace_config::Config::default(), Arc::new(metrics.clone()))
         .for_component("bench");
-    let mut proxy = TcpProxy::new("bench", config)
-        .unwrap()
-        .with_metrics(&metrics);
+    let mut proxy = TcpProxy::new("bench", config).unwrap();
     proxy.start(&env).await?;
     let addr = proxy.local_addr().unwrap();
     Ok((proxy, addr))

@@ -14,7 +14,17 @@
 //! - `tcp-proxy`: the [`tcp_proxy`] module, a TCP relay (with `splice(2)` on Linux).
 //! - `exec`: the [`exec`] module, a supervised child process.
 //!
-//! [`register_all`], the [`Runtime`] types and the [`limits`] module are always there.
+//! [`register_all`], the [`Details`] types and the [`limits`] module are always there.
+//!
+//! ## What components get from the daemon
+//!
+//! No factory captures anything: a component reads what the host or the daemon provides
+//! from its env's typed extensions when it starts (`env.extension::<T>()`). A host always
+//! provides a [`WeakHost`](isopace_host::WeakHost) to itself; `isopace run` adds its
+//! [`DeployerHandle`](isopace_deploy::DeployerHandle), its
+//! [`MetricsRegistry`](isopace_observe::MetricsRegistry) and an
+//! [`admin::Readiness`]. Each type says what it reads and what it does without it; metrics go
+//! through `env.observer()`, so an observer of a library user's own gets them.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(feature = "admin")]
@@ -30,29 +40,22 @@ pub mod tcp_proxy;
 
 use isopace_deploy::Registry;
 
-pub use runtime::{Details, DetailsSlot, Runtime, RuntimeHandle};
+#[cfg(feature = "exec")]
+use runtime::RuntimeHandle;
+pub use runtime::{Details, DetailsSlot};
 
 /// Registers every component type this build of the crate has (see the feature flags) in
 /// `registry`, under its descriptor `type`: `admin`, `heartbeat`, `tcp-proxy`, `exec`.
 ///
-/// Factories that need the running daemon (the admin endpoint, the proxy's gauge, the exec
-/// status in `/components`) capture `runtime`; fill it with [`RuntimeHandle::set`] before the
-/// deployer builds the first component. Fails when `registry` already has one of the names.
-#[cfg_attr(
-    not(any(feature = "admin", feature = "tcp-proxy", feature = "exec")),
-    allow(unused_variables)
-)]
-pub fn register_all(
-    registry: &mut Registry,
-    runtime: &RuntimeHandle,
-) -> Result<(), isopace_deploy::Error> {
+/// Fails when `registry` already has one of the names.
+pub fn register_all(registry: &mut Registry) -> Result<(), isopace_deploy::Error> {
     #[cfg(feature = "admin")]
-    admin::register(registry, runtime)?;
+    admin::register(registry)?;
     #[cfg(feature = "heartbeat")]
     heartbeat::register(registry)?;
     #[cfg(feature = "tcp-proxy")]
-    tcp_proxy::register(registry, runtime)?;
+    tcp_proxy::register(registry)?;
     #[cfg(feature = "exec")]
-    exec::register(registry, runtime)?;
+    exec::register(registry, &RuntimeHandle::default())?;
     Ok(())
 }

@@ -1,67 +1,28 @@
-//! What built-in and custom component types can reach once the daemon has built the host:
-//! the host, the deployer, the metrics registry and per-component details.
+//! Per-component details published outside the host's status, for `exec` until it
+//! publishes through `Env::set_details`.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use isopace_deploy::DeployerHandle;
-use isopace_host::WeakHost;
-use isopace_observe::MetricsRegistry;
 use parking_lot::RwLock;
 use serde_json::Value;
 
-/// The running daemon's shared parts, as a factory sees them.
-#[derive(Debug, Clone)]
-pub struct Runtime {
-    /// The host (weak, so a component holding it does not keep the host alive).
-    pub host: WeakHost,
-    /// The deployer: file statuses, readiness, rescans.
-    pub deployer: DeployerHandle,
-    /// The metrics registry behind `/metrics`.
-    pub metrics: MetricsRegistry,
-    /// Live details that components publish about themselves (an `exec` child's pid,
-    /// restarts and last exit), for `/components`.
-    pub details: Details,
-}
-
-/// A handle that factories capture when they are registered, before `isopace run` has built
-/// the host; [`RuntimeHandle::get`] returns the [`Runtime`] once it has.
-///
-/// Factories run only when the deployer builds components, which is after `isopace run`
-/// filled the handle, so inside a factory `get()` returns `Some`. `validate` and `types`
-/// build nothing and never fill it.
+/// What `exec`'s registration captures: the details registry its components publish in.
 #[derive(Debug, Clone, Default)]
-pub struct RuntimeHandle {
-    slot: Arc<OnceLock<Runtime>>,
+pub(crate) struct RuntimeHandle {
     details: Details,
 }
 
 impl RuntimeHandle {
-    /// The runtime, once `isopace run` has built it.
-    pub fn get(&self) -> Option<&Runtime> {
-        self.slot.get()
-    }
-
-    /// The details registry; the same one the [`Runtime`] carries once `isopace run` has
-    /// built it.
-    pub fn details(&self) -> &Details {
+    /// The details registry.
+    pub(crate) fn details(&self) -> &Details {
         &self.details
-    }
-
-    /// Fills the handle. The daemon calls this once, after building the host and the deployer
-    /// and before the deployer's first scan builds a component; a second call keeps the
-    /// first runtime and logs a warning.
-    pub fn set(&self, runtime: Runtime) {
-        // `run` happens once per process; a second set is a programming error worth a log.
-        if self.slot.set(runtime).is_err() {
-            tracing::warn!("the runtime was already set; keeping the first");
-        }
     }
 }
 

@@ -2,20 +2,81 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// The environment variables the command line reads its own flags from. They are kept out of
-/// the configuration overrides, which share the `ISOPACE_` prefix by default.
-pub(crate) const FLAG_VARIABLES: &[&str] = &[
-    "ISOPACE_DEPLOY",
-    "ISOPACE_CONFIG",
-    "ISOPACE_ENV_PREFIX",
-    "ISOPACE_LOG_LEVEL",
-    "ISOPACE_LOG_FORMAT",
-    "ISOPACE_SCAN_INTERVAL",
-    "ISOPACE_NO_WATCH",
-    "ISOPACE_SHUTDOWN_TIMEOUT",
-];
+/// The prefix of the variables the flags are declared with; [`command`] replaces it with
+/// the app's own.
+const DECLARED_PREFIX: &str = "ISOPACE_";
+
+/// What a daemon built on [`App`](crate::App) calls itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) about: Option<String>,
+    /// The prefix (without the `_`) of the variables flags read, and the default
+    /// `--env-prefix` of configuration overrides.
+    pub(crate) env_prefix: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            name: "isopace".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            about: None,
+            env_prefix: "ISOPACE".to_owned(),
+        }
+    }
+}
+
+/// The command line of the daemon `identity` names: its name, version and about text, and
+/// its flags read from `<PREFIX>_*` variables.
+pub(crate) fn command(identity: &Identity) -> clap::Command {
+    let mut command = Cli::command()
+        .name(identity.name.clone())
+        .bin_name(identity.name.clone())
+        .version(identity.version.clone());
+    if let Some(about) = &identity.about {
+        command = command.about(about.clone());
+    }
+    with_prefix(command, &identity.env_prefix)
+}
+
+/// Renames every flag's variable from `ISOPACE_*` to `<prefix>_*`, in every subcommand.
+fn with_prefix(command: clap::Command, prefix: &str) -> clap::Command {
+    command
+        .mut_args(|arg: Arg| {
+            let renamed = arg
+                .get_env()
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.strip_prefix(DECLARED_PREFIX))
+                .map(|rest| format!("{prefix}_{rest}"));
+            let arg = match renamed {
+                Some(name) => arg.env(name),
+                None => arg,
+            };
+            if arg.get_id() == "env_prefix" {
+                arg.default_value(prefix.to_owned())
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(|sub| with_prefix(sub, prefix))
+}
+
+/// The variables `command`'s flags read. They are kept out of the configuration
+/// overrides, which share the prefix by default.
+pub(crate) fn flag_variables(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| Some(a.get_env()?.to_str()?.to_owned()))
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(flag_variables(sub));
+    }
+    names
+}
 
 /// Hosts long-running components deployed from a directory of JSON descriptors.
 #[derive(Debug, Parser)]
@@ -30,7 +91,8 @@ pub(crate) enum Command {
     /// Run the host: deploy the descriptor directory and keep it in sync until a signal.
     ///
     /// SIGINT or SIGTERM stops every component in reverse order within the shutdown timeout
-    /// (a second one exits at once); SIGHUP rescans the directory and reloads the config.
+    /// (a second one exits at once); SIGHUP reloads the config, rescans the directory and
+    /// retries every component that is failed for good.
     Run(RunArgs),
     /// Check a descriptor directory for every problem `run` would hit, building nothing.
     Validate(ValidateArgs),
@@ -63,6 +125,10 @@ pub(crate) struct RunArgs {
     /// How long a graceful shutdown may take before it is reported as failed.
     #[arg(long, env = "ISOPACE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
     pub(crate) shutdown_timeout: Duration,
+    /// Shut down and exit 1 when a critical component is failed for good (its restart
+    /// policy gave up), so a service manager restarts the whole daemon.
+    #[arg(long, env = "ISOPACE_EXIT_ON_CRITICAL_FAILURE")]
+    pub(crate) exit_on_critical_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,7 +201,6 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -154,6 +219,44 @@ mod tests {
         assert_eq!(run.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(run.log_format, Format::Text);
         assert!(!run.no_watch && run.log_level.is_none() && run.config.config.is_none());
+        assert!(!run.exit_on_critical_failure);
+    }
+
+    #[test]
+    fn a_daemons_identity_names_its_version_help_and_variables() {
+        let identity = Identity {
+            name: "edge".to_owned(),
+            version: "2.7.1".to_owned(),
+            about: Some("Runs the edge proxies.".to_owned()),
+            env_prefix: "EDGE".to_owned(),
+        };
+        let mut command = command(&identity);
+        command.clone().debug_assert();
+        assert_eq!(command.render_version(), "edge 2.7.1\n");
+        let help = command.render_help().to_string();
+        assert!(help.starts_with("Runs the edge proxies."), "{help}");
+        assert!(help.contains("Usage: edge <COMMAND>"), "{help}");
+        let run = command.find_subcommand_mut("run").unwrap();
+        let help = run.render_help().to_string();
+        assert!(help.contains("[env: EDGE_DEPLOY="), "{help}");
+        assert!(help.contains("[default: EDGE]"), "{help}");
+        assert!(!help.contains("ISOPACE"), "{help}");
+        let variables = flag_variables(&command);
+        assert!(variables.contains(&"EDGE_EXIT_ON_CRITICAL_FAILURE".to_owned()));
+        assert!(
+            variables.iter().all(|v| v.starts_with("EDGE_")),
+            "{variables:?}"
+        );
+        let matches = command
+            .try_get_matches_from(["edge", "run", "--deploy", "d"])
+            .unwrap();
+        let Command::Run(run) = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap()
+            .command
+        else {
+            panic!("not run");
+        };
+        assert_eq!(run.config.env_prefix, "EDGE");
     }
 
     #[test]

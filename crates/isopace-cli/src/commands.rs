@@ -7,15 +7,15 @@ use isopace_deploy::Registry;
 
 use crate::{
     EXIT_INVALID_CONFIG, EXIT_OK,
-    cli::{ConfigArgs, ConfigCommand, ConfigSource, FLAG_VARIABLES, ValidateArgs},
+    cli::{ConfigArgs, ConfigCommand, ConfigSource, ValidateArgs},
 };
 
-/// `isopace validate DIR`.
-pub(crate) fn validate(registry: &Registry, args: &ValidateArgs) -> u8 {
+/// `isopace validate DIR`; `name` is the daemon's, for messages.
+pub(crate) fn validate(name: &str, registry: &Registry, args: &ValidateArgs) -> u8 {
     let env = |name: &str| std::env::var(name).ok();
     match isopace_deploy::validate_dir(&args.dir, registry, &env) {
         Err(e) => {
-            eprintln!("isopace: {}", isopace_host::error_chain(&e));
+            eprintln!("{name}: {}", isopace_host::error_chain(&e));
             EXIT_INVALID_CONFIG
         }
         Ok(problems) if problems.is_empty() => {
@@ -29,7 +29,7 @@ pub(crate) fn validate(registry: &Registry, args: &ValidateArgs) -> u8 {
             }
             print_out(&text);
             eprintln!(
-                "isopace: {} problem{} in {}",
+                "{name}: {} problem{} in {}",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },
                 args.dir.display()
@@ -67,10 +67,13 @@ pub(crate) fn print_out(text: &str) {
 }
 
 /// Loads the configuration the way `run` does: the file (if any) plus overrides from the
-/// environment, leaving out the variables that set the command line's own flags.
-pub(crate) fn load_config(source: &ConfigSource) -> Result<Config, isopace_config::Error> {
+/// environment, leaving out `flags`, the variables that set the command line's own flags.
+pub(crate) fn load_config(
+    source: &ConfigSource,
+    flags: &[String],
+) -> Result<Config, isopace_config::Error> {
     let environ: Vec<String> = std::env::vars()
-        .filter(|(k, _)| !FLAG_VARIABLES.contains(&k.as_str()))
+        .filter(|(k, _)| !flags.contains(k))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let options = LoadOptions::new()
@@ -83,11 +86,11 @@ pub(crate) fn load_config(source: &ConfigSource) -> Result<Config, isopace_confi
 }
 
 /// `isopace config get PATH | dump`.
-pub(crate) fn config(args: &ConfigArgs) -> u8 {
-    let config = match load_config(&args.source) {
+pub(crate) fn config(name: &str, args: &ConfigArgs, flags: &[String]) -> u8 {
+    let config = match load_config(&args.source, flags) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("isopace: {}", isopace_host::error_chain(&e));
+            eprintln!("{name}: {}", isopace_host::error_chain(&e));
             return EXIT_INVALID_CONFIG;
         }
     };
@@ -100,7 +103,7 @@ pub(crate) fn config(args: &ConfigArgs) -> u8 {
                 .filter(|e| e.path == *path || e.path.starts_with(&prefix))
                 .collect();
             if matching.is_empty() {
-                eprintln!("isopace: `{path}` is not set{}", from(&args.source.config));
+                eprintln!("{name}: `{path}` is not set{}", from(&args.source.config));
                 return EXIT_INVALID_CONFIG;
             }
             print_entries(matching);

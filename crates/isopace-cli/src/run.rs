@@ -2,43 +2,45 @@
 
 use std::sync::Arc;
 
+use isopace_builtins::admin::Readiness;
 use isopace_config::{Config, ConfigWatcher};
-use isopace_deploy::Deployer;
-use isopace_host::{Host, error_chain};
+use isopace_deploy::{Deployer, DeployerHandle};
+use isopace_host::{Host, State, error_chain};
 use isopace_observe::{
     FanoutObserver, LogFormat, LogHandle, LogOptions, MetricsRegistry, TracingObserver, parse_level,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
-    App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK, Runtime,
+    App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK,
     cli::{Format, RunArgs},
     commands::load_config,
 };
 
-/// Runs the daemon on a multi-threaded runtime until a signal stops it.
-pub(crate) fn run(app: App, args: RunArgs) -> u8 {
+/// Runs the daemon on a multi-threaded runtime until a signal stops it; `flags` are the
+/// variables its flags read, kept out of the configuration overrides.
+pub(crate) fn run(app: App, args: RunArgs, flags: &[String]) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("isopace: cannot start the async runtime: {e}");
+            eprintln!("{}: cannot start the async runtime: {e}", app.identity.name);
             return EXIT_FAILURE;
         }
     };
-    let code = runtime.block_on(run_async(app, args));
+    let code = runtime.block_on(run_async(app, args, flags));
     // A child whose stop timed out must not outlive the daemon.
     isopace_builtins::exec::kill_all_children();
     code
 }
 
-async fn run_async(app: App, args: RunArgs) -> u8 {
-    let config = match load_config(&args.config) {
+async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
+    let config = match load_config(&args.config, flags) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("isopace: {}", error_chain(&e));
+            eprintln!("{}: {}", app.identity.name, error_chain(&e));
             return EXIT_INVALID_CONFIG;
         }
     };
@@ -59,7 +61,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
     {
         Ok(log) => log,
         Err(e) => {
-            eprintln!("isopace: {}", error_chain(&e));
+            eprintln!("{}: {}", app.identity.name, error_chain(&e));
             return EXIT_FAILURE;
         }
     };
@@ -94,12 +96,15 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
     let deployments = deployer.handle();
     host.register(deployer)
         .expect("the deployer's name is unique in a new host");
-    app.runtime.set(Runtime {
-        host: host.downgrade(),
-        deployer: deployments.clone(),
-        metrics,
-        details: app.runtime.details().clone(),
-    });
+    // What components read from their env, provided before the first scan builds one.
+    let readiness = Readiness::new(host.downgrade(), Some(deployments.clone()));
+    let env = host.env();
+    env.insert_extension(deployments.clone());
+    env.insert_extension(metrics);
+    env.insert_extension(readiness.clone());
+    for provide in app.extensions {
+        provide(env);
+    }
 
     // Installed before start, so a signal during start is not lost.
     let mut signals = match Signals::new() {
@@ -112,13 +117,15 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
     tracing::info!(
         deploy = %args.deploy.display(),
         config = ?args.config.config,
-        version = env!("CARGO_PKG_VERSION"),
-        "isopace starting"
+        version = app.identity.version,
+        "{} starting",
+        app.identity.name
     );
     if let Err(e) = host.start().await {
         tracing::error!(error = %error_chain(&e), "start failed");
         return EXIT_FAILURE;
     }
+    tokio::spawn(readiness.track());
     tokio::spawn({
         let deployments = deployments.clone();
         async move {
@@ -128,23 +135,33 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
         }
     });
 
-    let first = loop {
-        match signals.next().await {
-            Received::Hangup => {
-                tracing::info!("SIGHUP: rescanning the deploy directory and reloading the config");
-                deployments.trigger();
-                if config.path().is_some()
-                    && let Err(e) = config.reload()
-                {
-                    tracing::error!(error = %error_chain(&e), "config reload failed; keeping the old values");
+    let escalation = critical_failure(&host, args.exit_on_critical_failure);
+    tokio::pin!(escalation);
+    let escalated = loop {
+        tokio::select! {
+            received = signals.next() => match received {
+                Received::Hangup => {
+                    tracing::info!("SIGHUP: reloading the config, rescanning the deploy directory, retrying failed components");
+                    if config.path().is_some()
+                        && let Err(e) = config.reload()
+                    {
+                        tracing::error!(error = %error_chain(&e), "config reload failed; keeping the old values");
+                    }
+                    tokio::spawn(rescan_and_retry(host.clone(), deployments.clone()));
                 }
+                stop => {
+                    tracing::info!(signal = stop.name(), "shutdown requested");
+                    break false;
+                }
+            },
+            name = &mut escalation => {
+                tracing::error!(component = name, "a critical component is failed for good; shutting down (--exit-on-critical-failure)");
+                break true;
             }
-            stop => break stop,
         }
     };
     notify_systemd(Notify::Stopping);
     tracing::info!(
-        signal = first.name(),
         timeout = ?args.shutdown_timeout,
         "shutting down: stopping components in reverse order"
     );
@@ -154,6 +171,7 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
         tokio::select! {
             result = &mut stop => {
                 return match result {
+                    Ok(()) if escalated => EXIT_FAILURE,
                     Ok(()) => {
                         tracing::info!("stopped cleanly");
                         EXIT_OK
@@ -171,6 +189,41 @@ async fn run_async(app: App, args: RunArgs) -> u8 {
                     std::process::exit(code);
                 }
             }
+        }
+    }
+}
+
+/// SIGHUP's work after the config reload: a rescan (which redeploys what changed), then a
+/// retry of every component still failed for good.
+async fn rescan_and_retry(host: Host, deployments: DeployerHandle) {
+    // A scan that fails is logged by the deployer; the retries do not depend on it.
+    let _ = deployments.scan().await;
+    for status in host.status() {
+        if status.state == State::Failed
+            && let Err(e) = host.retry(&status.name).await
+        {
+            tracing::warn!(component = status.name, error = %error_chain(&e), "retry failed");
+        }
+    }
+}
+
+/// Completes with the name of the first critical component that is failed for good, when
+/// `enabled`; never otherwise.
+async fn critical_failure(host: &Host, enabled: bool) -> String {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let mut changes = host.changed();
+    loop {
+        let failed = host
+            .status()
+            .into_iter()
+            .find(|s| s.critical && s.state == State::Failed);
+        if let Some(status) = failed {
+            return status.name;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

@@ -10,15 +10,19 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use isopace_deploy::FileState;
-use isopace_host::error_chain;
+use isopace_deploy::{DeployerHandle, ErrorKind, FileState, FileStatus};
+use isopace_host::{ComponentStatus, WeakHost, error_chain};
+use isopace_observe::MetricsRegistry;
 use serde_json::{Value, json};
 
-use crate::Runtime;
+use super::Readiness;
 
 /// What every request handler sees.
 pub(super) struct AdminState {
-    pub(super) runtime: Runtime,
+    pub(super) host: WeakHost,
+    pub(super) deployer: Option<DeployerHandle>,
+    pub(super) metrics: Option<MetricsRegistry>,
+    pub(super) readiness: Readiness,
     pub(super) token: Option<String>,
 }
 
@@ -42,6 +46,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
+/// The 404 of an endpoint whose source this host does not have.
+fn absent(what: &str) -> Response {
+    json_response(StatusCode::NOT_FOUND, &json!({ "error": what }))
+}
+
 fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -56,24 +65,31 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// The 401 response when a token is configured and the request does not carry it.
-fn denied(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    let token = state.token.as_ref()?;
-    let given = headers
+/// Whether a token is configured and the request carries it.
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let Some(token) = state.token.as_ref() else {
+        return false;
+    };
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => None,
-        _ => Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token\n",
-            )
-                .into_response(),
-        ),
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
+}
+
+/// The 401 response when a token is configured and the request does not carry it.
+fn denied(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    if state.token.is_none() || authorized(state, headers) {
+        return None;
     }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response(),
+    )
 }
 
 fn shutting_down() -> Response {
@@ -88,32 +104,40 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    let Some(host) = state.runtime.host.upgrade() else {
+/// 200 when ready, 503 otherwise (see [`Readiness`]). Error texts only go to a request
+/// that carries the configured token: a probe needs only which components hold readiness
+/// back, by name and state.
+async fn readyz(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let Some(report) = state.readiness.check() else {
         return shutting_down();
     };
-    let deployer = &state.runtime.deployer;
-    let initial = deployer.initial_scan_done();
-    let not_running: Vec<Value> = host
-        .status()
-        .into_iter()
-        .filter(|s| s.state != isopace_host::State::Running)
-        .map(|s| json!({ "name": s.name, "state": s.state.as_str(), "last_error": s.last_error }))
+    let errors = authorized(&state, &headers);
+    let component = |s: &ComponentStatus| {
+        let mut entry = json!({ "name": s.name, "state": s.state.as_str() });
+        if errors {
+            entry["last_error"] = json!(s.last_error);
+        }
+        entry
+    };
+    let failed_files: Vec<Value> = report
+        .failed_files
+        .iter()
+        .map(|f| {
+            let mut entry = json!({ "file": f.file.display().to_string() });
+            if errors {
+                entry["error"] = json!(f.error.as_ref().map(|e| error_chain(e)));
+            }
+            entry
+        })
         .collect();
-    let failed_files: Vec<Value> = deployer
-        .status()
-        .into_iter()
-        .filter(|f| f.state == FileState::Failed)
-        .map(|f| json!({ "file": f.file.display().to_string(), "error": f.error.as_ref().map(|e| error_chain(e)) }))
-        .collect();
-    let ready = initial && not_running.is_empty();
     let body = json!({
-        "ready": ready,
-        "initial_deploy_done": initial,
-        "not_running": not_running,
+        "ready": report.ready,
+        "initial_deploy_done": report.initial_deploy_done,
+        "not_ready": report.not_ready.iter().map(component).collect::<Vec<_>>(),
+        "not_running": report.not_running.iter().map(component).collect::<Vec<_>>(),
         "failed_files": failed_files,
     });
-    let status = if ready {
+    let status = if report.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -122,49 +146,86 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return absent("no metrics registry: the daemon provides none to this host");
+    };
     // The host keeps `isopace_component_state` in its observer, which the registry backs.
-    let text = state.runtime.metrics.render();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        metrics.render(),
     )
         .into_response()
+}
+
+/// The file and type of each component a descriptor file runs, by name. When two files
+/// declare a name, the one that runs it wins: the one deployed, or the failed one that keeps
+/// its previous version running, never the one refused as a duplicate.
+fn files_by_name(deployer: &DeployerHandle) -> HashMap<String, FileStatus> {
+    let mut files: HashMap<String, FileStatus> = HashMap::new();
+    for file in deployer.status() {
+        let runs = match file.state {
+            FileState::Deployed => true,
+            FileState::Failed => !file
+                .error
+                .as_ref()
+                .is_some_and(|e| matches!(e.kind(), ErrorKind::DuplicateName { .. })),
+            FileState::Disabled => false,
+        };
+        let Some(name) = file.name.clone().filter(|_| runs) else {
+            continue;
+        };
+        let better = files
+            .get(&name)
+            .is_none_or(|kept| kept.state != FileState::Deployed);
+        if better {
+            files.insert(name, file);
+        }
+    }
+    files
+}
+
+/// One component as `/components` shows it: the host's status, plus the file and type of
+/// the descriptor that runs it.
+fn component_entry(s: ComponentStatus, file: Option<&FileStatus>) -> Value {
+    json!({
+        "name": s.name,
+        "type": file.and_then(|f| f.type_name.clone()),
+        "file": file.map(|f| f.file.display().to_string()),
+        "state": s.state.as_str(),
+        "since": timestamp(s.since),
+        "ready": s.ready,
+        "health": s.health.as_str(),
+        "health_reason": s.health.reason(),
+        "critical": s.critical,
+        "restarts": s.restarts,
+        "last_error": s.last_error,
+        "last_error_at": s.last_error_at.map(timestamp),
+        "next_try": s.next_try.map(timestamp),
+        "details": s.details,
+    })
 }
 
 async fn components(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     if let Some(denied) = denied(&state, &headers) {
         return denied;
     }
-    let Some(host) = state.runtime.host.upgrade() else {
+    let Some(host) = state.host.upgrade() else {
         return shutting_down();
     };
-    let files: HashMap<String, (String, Option<String>)> = state
-        .runtime
+    let files = state
         .deployer
-        .status()
-        .into_iter()
-        .filter_map(|f| Some((f.name?, (f.file.display().to_string(), f.type_name))))
-        .collect();
+        .as_ref()
+        .map(files_by_name)
+        .unwrap_or_default();
     let body: Vec<Value> = host
         .status()
         .into_iter()
         .map(|s| {
-            let (file, type_name) = match files.get(&s.name) {
-                Some((file, type_name)) => (Some(file.clone()), type_name.clone()),
-                None => (None, None),
-            };
-            json!({
-                "name": s.name,
-                "type": type_name,
-                "file": file,
-                "state": s.state.as_str(),
-                "since": timestamp(s.since),
-                "last_error": s.last_error,
-                "details": state.runtime.details.get(&s.name),
-            })
+            let file = files.get(&s.name);
+            component_entry(s, file)
         })
         .collect();
     json_response(StatusCode::OK, &Value::Array(body))
@@ -174,15 +235,17 @@ async fn deployments(State(state): State<Arc<AdminState>>, headers: HeaderMap) -
     if let Some(denied) = denied(&state, &headers) {
         return denied;
     }
-    let body: Vec<Value> = state
-        .runtime
-        .deployer
+    let Some(deployer) = &state.deployer else {
+        return absent("no deployer: this host deploys no descriptor files");
+    };
+    let body: Vec<Value> = deployer
         .status()
         .into_iter()
         .map(|f| {
             json!({
                 "file": f.file.display().to_string(),
                 "name": f.name,
+                "type": f.type_name,
                 "state": f.state.as_str(),
                 "error": f.error.as_ref().map(|e| error_chain(e)),
                 "applied_at": timestamp(f.applied_at),

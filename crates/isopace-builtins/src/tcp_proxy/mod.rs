@@ -14,7 +14,6 @@ use std::{net::SocketAddr, sync::Arc};
 
 use isopace_deploy::Registry;
 use isopace_host::{BoxError, Component, Env, async_trait};
-use isopace_observe::{Gauge, MetricsRegistry, Observer};
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, oneshot},
@@ -25,8 +24,6 @@ use tokio::{
 pub use config::TcpProxyConfig;
 use config::{check_algorithm_name, check_host_port};
 use serve::{Shared, serve};
-
-use crate::RuntimeHandle;
 
 /// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
 ///
@@ -55,18 +52,16 @@ use crate::RuntimeHandle;
 /// refused. Keep `drain_timeout` short where redeploys must be quick, and under the host's
 /// stop timeout.
 ///
-/// Metrics, all labelled `component`:
+/// Metrics go to the env's observer (`env.observer()`), all labelled `component`:
 /// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
 /// - `tcp_proxy_connections_failed_total{reason="connect"|"timeout"}`: upstream unreachable
-/// - `tcp_proxy_connections_active` (a gauge, with [`with_metrics`](TcpProxy::with_metrics);
-///   otherwise accepted minus closed)
+/// - `tcp_proxy_connections_active`, a gauge
 /// - `tcp_proxy_bytes_total{direction="to_upstream"|"to_client"}`, counted as bytes move
 /// - `tcp_proxy_upstream_connect_seconds`: a histogram of upstream connect latency
 #[derive(Debug)]
 pub struct TcpProxy {
     name: String,
     config: TcpProxyConfig,
-    active: Gauge,
     local_addr: Option<SocketAddr>,
     running: Option<Running>,
 }
@@ -93,17 +88,9 @@ impl TcpProxy {
         Ok(TcpProxy {
             name: name.to_owned(),
             config,
-            active: Gauge::noop(),
             local_addr: None,
             running: None,
         })
-    }
-
-    /// Records `tcp_proxy_connections_active` as a gauge in `metrics`.
-    #[must_use]
-    pub fn with_metrics(mut self, metrics: &MetricsRegistry) -> Self {
-        self.active = metrics.gauge("tcp_proxy_connections_active");
-        self
     }
 
     /// The address the listener is bound to, once started: the actual port when `listen`
@@ -143,12 +130,7 @@ impl Component for TcpProxy {
             congestion::set(&listener, name).map_err(|e| congestion::explain(name, &e))?;
         }
         self.local_addr = Some(addr);
-        let shared = Arc::new(Shared::new(
-            &self.name,
-            &self.config,
-            env,
-            self.active.clone(),
-        ));
+        let shared = Arc::new(Shared::new(&self.name, &self.config, env));
         let (stop, stopped) = oneshot::channel();
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         tracing::info!(listen = %addr, upstream = %self.config.upstream, "tcp-proxy listening");
@@ -187,23 +169,12 @@ impl Drop for TcpProxy {
     }
 }
 
-/// Registers the `tcp-proxy` type. Its proxies record the active-connections gauge in the
-/// runtime's metrics registry when `runtime` is filled.
-pub(crate) fn register(
-    registry: &mut Registry,
-    runtime: &RuntimeHandle,
-) -> Result<(), isopace_deploy::Error> {
-    let handle = runtime.clone();
+/// Registers the `tcp-proxy` type.
+pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Error> {
     registry.register_typed(
         "tcp-proxy",
         "relays each TCP connection on `listen` to a fresh connection to `upstream`",
         TcpProxy::example(),
-        move |name: &str, config: TcpProxyConfig, _env: &Env| {
-            let proxy = TcpProxy::new(name, config)?;
-            Ok(match handle.get() {
-                Some(runtime) => proxy.with_metrics(&runtime.metrics),
-                None => proxy,
-            })
-        },
+        |name: &str, config: TcpProxyConfig, _env: &Env| TcpProxy::new(name, config),
     )
 }

@@ -46,7 +46,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(name: &str, config: &TcpProxyConfig, env: &Env, active: Gauge) -> Self {
+    pub(super) fn new(name: &str, config: &TcpProxyConfig, env: &Env) -> Self {
         let observer = env.observer();
         Shared {
             component: Arc::from(name),
@@ -59,7 +59,7 @@ impl Shared {
             failed: observer.counter("tcp_proxy_connections_failed"),
             bytes: observer.counter("tcp_proxy_bytes"),
             connect_seconds: observer.histogram("tcp_proxy_upstream_connect_seconds"),
-            active,
+            active: observer.gauge("tcp_proxy_connections_active"),
             last_failure_warning: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             cut_off: AtomicBool::new(false),

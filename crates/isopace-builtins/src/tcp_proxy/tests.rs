@@ -3,7 +3,7 @@
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use isopace_host::{Component, Env};
-use isopace_observe::{Gauge, MetricsRegistry};
+use isopace_observe::MetricsRegistry;
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -52,9 +52,7 @@ async fn proxy(
         .extend(extra.as_object().unwrap().clone());
     let env = Env::new(isopace_config::Config::default(), Arc::new(metrics.clone()))
         .for_component("edge");
-    let mut proxy = TcpProxy::new("edge", config(value).unwrap())
-        .unwrap()
-        .with_metrics(metrics);
+    let mut proxy = TcpProxy::new("edge", config(value).unwrap()).unwrap();
     proxy.start(&env).await.unwrap();
     let addr = proxy.local_addr().unwrap();
     (proxy, env, addr)
@@ -277,7 +275,6 @@ async fn the_buffered_copy_relays_until_eof_and_counts() {
         "edge",
         &config(json!({"listen": "127.0.0.1:0", "upstream": upstream.to_string()})).unwrap(),
         &env,
-        Gauge::noop(),
     ));
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let to_echo = TcpStream::connect(upstream).await.unwrap();
