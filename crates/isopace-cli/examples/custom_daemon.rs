@@ -1,8 +1,10 @@
-//! A team's own daemon: the `isopace` commands plus a component type of its own.
+//! A team's own daemon: the `isopace` commands under its own name, plus a component type of
+//! its own that reads a value the daemon provides.
 //!
 //! ```sh
+//! cargo run -p isopace-cli --example custom_daemon -- --version
 //! cargo run -p isopace-cli --example custom_daemon -- types
-//! cargo run -p isopace-cli --example custom_daemon -- run --deploy examples/deploy
+//! GREETER_DEPLOY=examples/deploy cargo run -p isopace-cli --example custom_daemon -- run
 //! ```
 
 use std::time::Duration;
@@ -24,10 +26,13 @@ fn every_minute() -> Duration {
     Duration::from_secs(60)
 }
 
+/// Whom greeters greet: provided by the daemon to every component through its env.
+#[derive(Debug, Clone)]
+struct Audience(String);
+
 struct Greeter {
     name: String,
     config: GreeterConfig,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[async_trait]
@@ -37,26 +42,38 @@ impl Component for Greeter {
     }
 
     async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        let Audience(audience) = env
+            .extension::<Audience>()
+            .ok_or("the greeter needs an `Audience` from the daemon")?;
         let (greeting, every) = (self.config.greeting.clone(), self.config.every);
-        self.task = Some(env.spawn(async move {
+        let stopping = env.cancellation();
+        // A task of the component's: the host cancels it after `stop`, and a panic in it
+        // would be the component's failure.
+        env.spawn(async move {
             loop {
-                tracing::info!("{greeting}");
-                tokio::time::sleep(every).await;
+                tracing::info!("{greeting}, {audience}");
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stopping.cancelled() => break,
+                }
             }
-        }));
+        });
         Ok(())
     }
 
     async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
         Ok(())
     }
 }
 
 fn main() -> std::process::ExitCode {
-    let mut app = App::new();
+    let mut app = App::new()
+        .name("greeter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Greets on a schedule, from descriptor files.")
+        // Flags read GREETER_DEPLOY, GREETER_LOG_LEVEL, ...; config overrides GREETER_*.
+        .env_prefix("GREETER")
+        .extension(Audience("world".to_owned()));
     app.registry_mut()
         .register_typed(
             "greeter",
@@ -66,7 +83,6 @@ fn main() -> std::process::ExitCode {
                 Ok(Greeter {
                     name: name.to_owned(),
                     config,
-                    task: None,
                 })
             },
         )

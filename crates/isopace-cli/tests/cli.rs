@@ -9,56 +9,15 @@ mod common;
 use std::{
     fs,
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     thread,
     time::Duration,
 };
 
-use common::{Daemon, isopace, wait_for, wait_until};
-
-/// A free loopback port (released just before use; the window for a race is tiny).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Response {
-    status: u16,
-    body: String,
-}
-
-fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some(Response {
-        status,
-        body: body.to_owned(),
-    })
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
-}
+use common::{
+    Daemon, component, free_port, http_get, isopace, json, wait_for, wait_until, write_atomically,
+};
 
 fn copy_example(to: &Path) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
@@ -66,10 +25,6 @@ fn copy_example(to: &Path) {
         let entry = entry.unwrap();
         fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
-}
-
-fn component<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    list.as_array()?.iter().find(|c| c["name"] == name)
 }
 
 #[test]
@@ -432,7 +387,7 @@ fn the_config_files_log_level_applies_and_changes_live() {
 }
 
 #[test]
-fn components_show_an_exec_childs_pid_and_restarts() {
+fn components_show_the_hosts_status_and_an_exec_childs_pid() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     fs::write(
@@ -448,16 +403,16 @@ fn components_show_an_exec_childs_pid_and_restarts() {
     )
     .unwrap();
     let mut daemon = Daemon::start(dir.path(), &[], &[]);
-    let details = wait_for("the child's pid in /components", || {
+    let sleeper = wait_for("the child's pid in /components", || {
         let list = json(&http_get(port, "/components", None)?.body);
         let sleeper = component(&list, "sleeper")?.clone();
-        sleeper["details"]["pid"]
-            .as_u64()
-            .map(|_| sleeper["details"].clone())
+        sleeper["details"]["pid"].is_u64().then_some(sleeper)
     });
-    assert_eq!(details["state"], "running");
-    assert_eq!(details["restarts"], 0);
-    let pid = details["pid"].as_u64().unwrap();
+    // The host's status at the top level, the child's own details below.
+    assert_eq!(sleeper["state"], "running");
+    assert_eq!(sleeper["restarts"], 0);
+    assert_eq!(sleeper["ready"], true);
+    let pid = sleeper["details"]["pid"].as_u64().unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     daemon.signal("TERM");
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
