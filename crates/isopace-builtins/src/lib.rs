@@ -40,8 +40,6 @@ pub mod tcp_proxy;
 
 use isopace_deploy::Registry;
 
-#[cfg(feature = "exec")]
-use runtime::RuntimeHandle;
 pub use runtime::{Details, DetailsSlot};
 
 /// Registers every component type this build of the crate has (see the feature flags) in
@@ -56,6 +54,6 @@ pub fn register_all(registry: &mut Registry) -> Result<(), isopace_deploy::Error
     #[cfg(feature = "tcp-proxy")]
     tcp_proxy::register(registry)?;
     #[cfg(feature = "exec")]
-    exec::register(registry, &RuntimeHandle::default())?;
+    exec::register(registry)?;
     Ok(())
 }

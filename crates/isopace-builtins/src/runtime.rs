@@ -13,19 +13,6 @@ use std::{
 use parking_lot::RwLock;
 use serde_json::Value;
 
-/// What `exec`'s registration captures: the details registry its components publish in.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RuntimeHandle {
-    details: Details,
-}
-
-impl RuntimeHandle {
-    /// The details registry.
-    pub(crate) fn details(&self) -> &Details {
-        &self.details
-    }
-}
-
 /// Live, per-component details as JSON: what a component wants `/components` to show beyond
 /// the host's state (an `exec` child's pid, restarts and last exit, for example).
 ///

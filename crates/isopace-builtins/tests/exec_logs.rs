@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use isopace_builtins::exec::{Exec, ExecConfig, ExecState};
+use isopace_builtins::exec::{Exec, ExecConfig};
 use isopace_host::{Component, Env};
 
 /// A log sink the test can read back.
@@ -37,20 +37,21 @@ async fn stdout_and_stderr_lines_are_logged_with_the_component_and_stream() {
 
     let config: ExecConfig = serde_json::from_value(serde_json::json!({
         "command": ["sh", "-c", "echo hello from the child; printf 'windows line\\r\\n'; echo oops >&2; printf 'last words'"],
-        "restart": "never"
     }))
     .unwrap();
     let env = Env::default().for_component("worker");
     let mut worker = Exec::new("worker", config).unwrap();
     worker.start(&env).await.unwrap();
+    // The status records the exit once the child is reaped and its output logged.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while worker.status().state != ExecState::Exited {
+    while worker.status().last_exit.is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the child did not exit"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(worker.status().exit_code, Some(0));
     worker.stop(&env).await.unwrap();
 
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -63,5 +64,6 @@ async fn stdout_and_stderr_lines_are_logged_with_the_component_and_stream() {
     assert!(line("hello from the child", "stdout"), "{log}");
     assert!(line("windows line", "stdout"), "{log}");
     assert!(line("oops", "stderr"), "{log}");
+    assert!(line("last words", "stdout"), "{log}");
     assert!(!log.contains('\r'), "line endings are trimmed: {log}");
 }

@@ -1,11 +1,16 @@
-//! The `config` of an `exec` descriptor: the command, the restart policy and backoff, and
-//! how the child is stopped.
+//! The `config` of an `exec` descriptor: the command, its environment, and how the child is
+//! stopped.
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
-use serde::{Deserialize, Deserializer, Serialize, de};
+use serde::{Deserialize, Deserializer, de};
 
 /// The `config` of an `exec` descriptor.
+///
+/// How often and how soon a child that ended is started again is the descriptor's
+/// `restart`, applied by the host; exec's own `restart`, `backoff`, `max_restarts` and
+/// `restart_window` fields are deprecated and moved there when a descriptor is read (see
+/// [`exec`](super)).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecConfig {
@@ -18,19 +23,6 @@ pub struct ExecConfig {
     /// The child's working directory (default: isopace's).
     #[serde(default)]
     pub cwd: Option<PathBuf>,
-    /// When to start the child again after it exits (default `on-failure`).
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// The delay before each restart.
-    #[serde(default)]
-    pub backoff: Backoff,
-    /// Restarts allowed within `restart_window`; the next one is refused and the component
-    /// is failed (default 5).
-    #[serde(default = "five")]
-    pub max_restarts: u32,
-    /// The window `max_restarts` counts restarts in (default 60s).
-    #[serde(default = "one_minute", with = "isopace_config::serde_duration")]
-    pub restart_window: Duration,
     /// The signal that asks the child to stop (default `SIGTERM`).
     #[serde(default)]
     pub stop_signal: StopSignal,
@@ -38,14 +30,6 @@ pub struct ExecConfig {
     /// (default 10s, under the host's default stop timeout of 15s).
     #[serde(default = "ten_seconds", with = "isopace_config::serde_duration")]
     pub stop_grace: Duration,
-}
-
-fn five() -> u32 {
-    5
-}
-
-fn one_minute() -> Duration {
-    Duration::from_secs(60)
 }
 
 fn ten_seconds() -> Duration {
@@ -59,97 +43,6 @@ fn argv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Er
         _ => Err(de::Error::custom(
             "must name a program: a non-empty array such as [\"/usr/bin/env\", \"sleep\", \"60\"]",
         )),
-    }
-}
-
-/// When an `exec` child is started again after it exits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    /// Never: the component stays up with no child once it exits.
-    Never,
-    /// After an exit with a non-zero status or by a signal.
-    #[default]
-    OnFailure,
-    /// After every exit, successful or not.
-    Always,
-}
-
-impl RestartPolicy {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            RestartPolicy::Never => "never",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::Always => "always",
-        }
-    }
-}
-
-/// Exponential restart delay: `initial`, doubled for each restart still inside the restart
-/// window, capped at `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "BackoffConfig")]
-pub struct Backoff {
-    /// The first delay (default 1s).
-    pub initial: Duration,
-    /// The longest delay (default 30s).
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before a restart when `recent` restarts are already inside the window.
-    pub fn delay(&self, recent: usize) -> Duration {
-        let factor = 2_u32.saturating_pow(u32::try_from(recent).unwrap_or(u32::MAX));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    pub(super) fn check(&self) -> Result<(), &'static str> {
-        if self.initial.is_zero() {
-            Err("`backoff.initial` must be greater than zero")
-        } else if self.max < self.initial {
-            Err("`backoff.max` must not be less than `backoff.initial`")
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackoffConfig {
-    #[serde(default = "one_second", with = "isopace_config::serde_duration")]
-    initial: Duration,
-    #[serde(default = "thirty_seconds", with = "isopace_config::serde_duration")]
-    max: Duration,
-}
-
-fn one_second() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl TryFrom<BackoffConfig> for Backoff {
-    type Error = &'static str;
-
-    fn try_from(c: BackoffConfig) -> Result<Self, Self::Error> {
-        let backoff = Backoff {
-            initial: c.initial,
-            max: c.max,
-        };
-        backoff.check()?;
-        Ok(backoff)
     }
 }
 
@@ -251,24 +144,17 @@ mod tests {
     #[test]
     fn defaults_fill_what_the_descriptor_leaves_out() {
         let c = config(json!({"command": ["/bin/true"]})).unwrap();
-        assert_eq!(c.restart, RestartPolicy::OnFailure);
-        assert_eq!(c.backoff, Backoff::default());
-        assert_eq!(
-            (c.max_restarts, c.restart_window),
-            (5, Duration::from_secs(60))
-        );
         assert_eq!(c.stop_signal, StopSignal::TERM);
         assert_eq!(c.stop_grace, Duration::from_secs(10));
         assert!(c.env.is_empty() && c.cwd.is_none());
         let c = config(json!({
-            "command": ["x"], "restart": "always", "stop_signal": "sigint",
-            "backoff": {"initial": "10ms"}, "env": {"A": "1"}, "cwd": "/tmp"
+            "command": ["x"], "stop_signal": "sigint", "stop_grace": "2s",
+            "env": {"A": "1"}, "cwd": "/tmp"
         }))
         .unwrap();
-        assert_eq!(c.restart, RestartPolicy::Always);
         assert_eq!(c.stop_signal.number(), libc::SIGINT);
-        assert_eq!(c.backoff.initial, Duration::from_millis(10));
-        assert_eq!(c.backoff.max, Duration::from_secs(30));
+        assert_eq!(c.stop_grace, Duration::from_secs(2));
+        assert_eq!(c.env["A"], "1");
         assert!(config(Exec::example()).is_ok());
     }
 
@@ -279,26 +165,20 @@ mod tests {
             (json!({"command": [""]}), "must name a program"),
             (json!({"command": "sleep 1"}), "sequence"),
             (
-                json!({"command": ["x"], "restart": "sometimes"}),
-                "on-failure",
-            ),
-            (
                 json!({"command": ["x"], "stop_signal": "SIGSTOP"}),
                 "unknown signal `SIGSTOP`",
             ),
             (
-                json!({"command": ["x"], "backoff": {"initial": "0s"}}),
-                "greater than zero",
-            ),
-            (
-                json!({"command": ["x"], "backoff": {"initial": "2s", "max": "1s"}}),
-                "less than",
-            ),
-            (
-                json!({"command": ["x"], "backoff": {"first": "1s"}}),
-                "unknown field",
+                json!({"command": ["x"], "stop_grace": "soon"}),
+                "invalid duration",
             ),
             (json!({"command": ["x"], "shell": true}), "unknown field"),
+            // The deprecated restart fields are moved out by the registry's migration
+            // before the config is decoded; the config itself no longer has them.
+            (
+                json!({"command": ["x"], "max_restarts": 3}),
+                "unknown field",
+            ),
         ] {
             let e = config(value.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{value}: {e}");
@@ -325,16 +205,5 @@ mod tests {
         }
         assert!("".parse::<StopSignal>().is_err());
         assert!("SIG".parse::<StopSignal>().is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_per_recent_restart_up_to_the_cap() {
-        let backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        let delays: Vec<u128> = (0..6).map(|n| backoff.delay(n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff.delay(usize::MAX), Duration::from_secs(1));
     }
 }

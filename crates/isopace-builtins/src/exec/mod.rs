@@ -1,15 +1,47 @@
-//! The `exec` component type: a supervised child process, restarted per policy, its output
-//! logged, and stopped with its whole process group.
+//! The `exec` component type: a child process whose end is the component's end — a clean
+//! finish when it exits 0, a failure otherwise — with its output logged, and stopped with
+//! its whole process group.
+//!
+//! An `exec` component does not restart its child itself: the host supervises it like any
+//! component and applies the descriptor's `restart` policy, starting a fresh `exec` built
+//! from the descriptor, with a new child, for every restart.
+//!
+//! ```json
+//! { "name": "worker", "type": "exec",
+//!   "restart": { "policy": "on-failure", "backoff": "1s", "max_backoff": "30s",
+//!                "max_restarts": 5, "window": "60s" },
+//!   "config": { "command": ["/usr/local/bin/worker", "--queue", "jobs"],
+//!               "env": { "LANG": "C.UTF-8" }, "cwd": "/srv/worker",
+//!               "stop_signal": "SIGTERM", "stop_grace": "10s" } }
+//! ```
+//!
+//! # Deprecated fields
+//!
+//! exec's own restart fields from when it restarted its child itself are still accepted
+//! in `config`, with a warning naming the file, and moved to the descriptor's `restart`
+//! wherever the descriptor does not set that field itself:
+//!
+//! | deprecated | use instead |
+//! |---|---|
+//! | `config.restart` (`never`, `on-failure`, `always`) | `restart.policy` (the same names) |
+//! | `config.backoff.initial` (default 1s when `backoff` is given) | `restart.backoff` |
+//! | `config.backoff.max` (default 30s when `backoff` is given) | `restart.max_backoff` |
+//! | `config.max_restarts` | `restart.max_restarts` |
+//! | `config.restart_window` | `restart.window` |
+//!
+//! A descriptor without them gets the descriptor's defaults: on failure, a backoff from
+//! 100 ms to 30 s, at most 5 restarts in 60 s.
 
+mod child;
 mod config;
+mod legacy;
 mod output;
 mod process_group;
 mod spawn;
-mod supervise;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use isopace_deploy::Registry;
 use isopace_host::{BoxError, Component, Env, async_trait};
@@ -17,110 +49,111 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::{Details, DetailsSlot, RuntimeHandle};
-pub use config::{Backoff, ExecConfig, RestartPolicy, StopSignal};
+use child::Runner;
+pub use config::{ExecConfig, StopSignal};
 pub use process_group::kill_all_children;
-use supervise::Supervision;
 
-/// Where an `exec` component is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ExecState {
-    /// Not started yet.
-    Idle,
-    /// The child is running.
-    Running,
-    /// The child exited and is restarted after the backoff delay.
-    Backoff,
-    /// The child exited and the restart policy does not restart it.
-    Exited,
-    /// The child exited too often: more than `max_restarts` within `restart_window`. The
-    /// host still lists the component as running; it stays failed until redeployed.
-    Failed,
-    /// Stopped by the host.
-    Stopped,
-}
-
-/// What an `exec` component reports about its child; also published, as JSON, through
-/// [`Details`] for `/components`:
-/// `{"state": "running", "pid": 1234, "starts": 3, "restarts": 2, "last_exit": "exit status 1"}`,
-/// plus `"reason"` when failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What an `exec` component reports about its child, published as the component's details
+/// ([`ComponentStatus::details`](isopace_host::ComponentStatus::details), `/components`):
+///
+/// ```json
+/// {"pid": 1234, "started_at": "2025-01-02T03:04:05.678Z", "exited_at": null, "last_exit": null}
+/// {"pid": null, "started_at": "...", "exited_at": "...", "last_exit": "exit status 1", "exit_code": 1}
+/// {"pid": null, "started_at": "...", "exited_at": "...", "last_exit": "killed by SIGKILL", "signal": "SIGKILL"}
+/// ```
+///
+/// Whether the component runs, failed or was restarted is the host's status, not this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ExecStatus {
-    /// Where the component is in its life.
-    pub state: ExecState,
     /// The child's process id while it runs.
     pub pid: Option<u32>,
-    /// Children started, the first one included.
-    pub starts: u64,
-    /// Restarts after an exit.
-    pub restarts: u64,
-    /// How the last child ended: `exit status 1`, `killed by SIGKILL`, `cannot spawn: ...`.
+    /// When the child was started.
+    #[serde(serialize_with = "timestamp")]
+    pub started_at: Option<SystemTime>,
+    /// When the child ended.
+    #[serde(serialize_with = "timestamp")]
+    pub exited_at: Option<SystemTime>,
+    /// How the child ended: `exit status 1`, `killed by SIGKILL`; `None` while it runs.
     pub last_exit: Option<String>,
-    /// Why the component failed, when it did.
+    /// The status it exited with, when it exited by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, such as `SIGKILL`, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
-/// Runs `command` as a child process and supervises it.
+impl ExecStatus {
+    fn to_json(&self) -> serde_json::Value {
+        // Serialising this plain struct cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+fn timestamp<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.collect_str(&humantime::format_rfc3339_millis(*at)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Runs `command` as a child process; its end is the component's end.
 ///
-/// The child gets its own process group, `/dev/null` as stdin, and its stdout and stderr
-/// logged line by line (`stream` = `stdout` or `stderr`) inside the component's span. When
-/// it exits, the rest of its process group is stopped too, and the restart policy decides
-/// whether it starts again after an exponential backoff. More than `max_restarts` restarts
-/// within `restart_window` fail the component: it logs an error and reports
-/// [`ExecState::Failed`] with the reason.
+/// `start` spawns the child in its own process group, with `/dev/null` as stdin, its stdout
+/// and stderr logged line by line (`stream` = `stdout` or `stderr`) inside the component's
+/// span, and the open-file limit isopace started with. A program that cannot run fails the
+/// start.
 ///
-/// Stop sends `stop_signal` to the process group, waits up to `stop_grace`, then sends
+/// When the child ends on its own, the rest of its process group is stopped too, and the
+/// end is reported to the host through the component's [`Env`]: exit status 0 is a clean
+/// finish ([`Env::finish`]: the component is `stopped`), any other status or a signal a
+/// failure naming it ([`Env::fail`]). The host's restart policy decides what follows; a
+/// restart is a new component with a new child. [`ExecStatus`] is published as the
+/// component's details.
+///
+/// `stop` sends `stop_signal` to the process group, waits up to `stop_grace`, then sends
 /// `SIGKILL`; it returns once the child is reaped and no process of its group is left.
 ///
 /// Children never outlive the daemon: on Linux each child is killed by the kernel when
 /// isopace dies (`PR_SET_PDEATHSIG`), and `isopace run` kills every child's process group
 /// with [`kill_all_children`] when a second signal cuts shutdown short.
 ///
-/// Metrics, all labelled `component`: `exec_starts_total`, `exec_restarts_total`,
-/// `exec_spawn_failures_total` and `exec_exits_total{status="0"|"1"|...|"SIGKILL"|...}`.
+/// Metrics, all labelled `component`: `exec_starts_total`, `exec_spawn_failures_total` and
+/// `exec_exits_total{status="0"|"1"|...|"SIGKILL"|...}`; restarts are the host's
+/// `isopace_component_restarts_total`.
 #[derive(Debug)]
 pub struct Exec {
     name: String,
     config: Arc<ExecConfig>,
-    status: Arc<Status>,
-    supervisor: Option<Supervisor>,
+    status: Arc<Mutex<ExecStatus>>,
+    running: Option<Running>,
 }
 
+/// The started child's task and the way to stop it.
 #[derive(Debug)]
-struct Supervisor {
+struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Exec {
-    /// A supervised child named `name`. Nothing runs until started.
+    /// A child process component named `name`. Nothing runs until started.
     pub fn new(name: &str, config: ExecConfig) -> Result<Self, BoxError> {
         if config.command.first().is_none_or(String::is_empty) {
             return Err("`command` must name a program".into());
         }
-        config.backoff.check()?;
         Ok(Exec {
             name: name.to_owned(),
             config: Arc::new(config),
-            status: Arc::new(Status::new(None)),
-            supervisor: None,
+            status: Arc::default(),
+            running: None,
         })
     }
 
-    /// Publishes the component's [`ExecStatus`] in `details` as it changes.
-    #[must_use]
-    pub fn with_details(mut self, details: &Details) -> Self {
-        self.status = Arc::new(Status::new(Some(details.slot(&self.name))));
-        self
-    }
-
-    /// The child's current status.
+    /// What the component last reported about its child (see [`ExecStatus`]).
     pub fn status(&self) -> ExecStatus {
-        self.status.current.lock().clone()
+        self.status.lock().clone()
     }
 
     /// An example config, for `isopace types`.
@@ -128,10 +161,6 @@ impl Exec {
         serde_json::json!({
             "command": ["/usr/bin/env", "sleep", "3600"],
             "env": { "LANG": "C.UTF-8" },
-            "restart": "on-failure",
-            "backoff": { "initial": "1s", "max": "30s" },
-            "max_restarts": 5,
-            "restart_window": "60s",
             "stop_signal": "SIGTERM",
             "stop_grace": "10s"
         })
@@ -145,33 +174,34 @@ impl Component for Exec {
     }
 
     async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
-        if self.supervisor.is_some() {
+        if self.running.is_some() {
             return Ok(());
         }
-        let ctx = Supervision {
+        let observer = env.observer();
+        let runner = Runner {
             component: Arc::from(self.name.as_str()),
             config: Arc::clone(&self.config),
             status: Arc::clone(&self.status),
             env: env.clone(),
-            starts: env.observer().counter("exec_starts"),
-            restarts: env.observer().counter("exec_restarts"),
-            exits: env.observer().counter("exec_exits"),
-            spawn_failures: env.observer().counter("exec_spawn_failures"),
+            starts: observer.counter("exec_starts"),
+            exits: observer.counter("exec_exits"),
+            spawn_failures: observer.counter("exec_spawn_failures"),
         };
-        let child = ctx.spawn().map_err(|e| e.to_string())?;
+        let child = runner.spawn()?;
         let (stop, stopped) = oneshot::channel();
-        let task = env.spawn(ctx.supervise(child, stopped));
-        self.supervisor = Some(Supervisor { stop, task });
+        let task = env.spawn(runner.run(child, stopped));
+        self.running = Some(Running { stop, task });
         Ok(())
     }
 
     async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        let Some(supervisor) = self.supervisor.take() else {
+        let Some(running) = self.running.take() else {
             return Ok(());
         };
-        let _ = supervisor.stop.send(());
-        match supervisor.task.await {
-            Err(e) if e.is_panic() => Err("the supervisor panicked".into()),
+        // The task may have ended with the child already; then there is no one to tell.
+        let _ = running.stop.send(());
+        match running.task.await {
+            Err(e) if e.is_panic() => Err("the task owning the child panicked".into()),
             _ => Ok(()),
         }
     }
@@ -179,58 +209,22 @@ impl Component for Exec {
 
 impl Drop for Exec {
     fn drop(&mut self) {
-        // Never stopped: aborting the supervisor drops the child, which kills its group.
-        if let Some(supervisor) = self.supervisor.take() {
-            supervisor.task.abort();
+        // Never stopped: aborting the task drops the child, which kills its group.
+        if let Some(running) = self.running.take() {
+            running.task.abort();
         }
     }
 }
 
-/// Registers the `exec` type. Its components publish their [`ExecStatus`] in the runtime's
-/// [`Details`].
-pub(crate) fn register(
-    registry: &mut Registry,
-    runtime: &RuntimeHandle,
-) -> Result<(), isopace_deploy::Error> {
-    let handle = runtime.clone();
+/// Registers the `exec` type and the migration of its deprecated restart fields.
+pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Error> {
     registry.register_typed(
         "exec",
-        "runs a command as a supervised child process, restarted per policy, stopped with its process group",
+        "runs a command as a child process: its exit is the component's failure, or a clean \
+         finish at status 0; stopped with its process group",
         Exec::example(),
-        move |name: &str, config: ExecConfig, _env: &Env| {
-            Ok(Exec::new(name, config)?.with_details(handle.details()))
-        },
-    )
-}
-
-/// The status, shared by the component and its supervisor, and published on each change.
-#[derive(Debug)]
-struct Status {
-    current: Mutex<ExecStatus>,
-    slot: Option<DetailsSlot>,
-}
-
-impl Status {
-    fn new(slot: Option<DetailsSlot>) -> Self {
-        Status {
-            current: Mutex::new(ExecStatus {
-                state: ExecState::Idle,
-                pid: None,
-                starts: 0,
-                restarts: 0,
-                last_exit: None,
-                reason: None,
-            }),
-            slot,
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(&mut ExecStatus)) {
-        let mut current = self.current.lock();
-        change(&mut current);
-        if let Some(slot) = &self.slot {
-            // Serialising this plain struct cannot fail.
-            slot.set(serde_json::to_value(&*current).unwrap_or_default());
-        }
-    }
+        |name: &str, config: ExecConfig, _env: &Env| Exec::new(name, config),
+    )?;
+    registry.register_migration("exec", legacy::migrate);
+    Ok(())
 }

@@ -5,13 +5,13 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::supervise::Supervision;
+use super::child::Runner;
 
 /// Output lines longer than this are logged in pieces, so a child cannot make the daemon
 /// buffer without bound.
 const MAX_LINE: u64 = 64 * 1024;
 
-impl Supervision {
+impl Runner {
     pub(super) fn log_output(
         &self,
         output: impl AsyncRead + Unpin + Send + 'static,

@@ -1,12 +1,12 @@
 //! Starting a child: its command, process group, output pipes and what it inherits (the
 //! open-file limit isopace started with, and on Linux death with the daemon).
 
-use std::{io, process::Stdio};
+use std::{io, process::Stdio, time::SystemTime};
 
 use isopace_observe::attr;
 use tokio::{process::Command, task::JoinHandle};
 
-use super::{ExecState, process_group::Group, supervise::Supervision};
+use super::{child::Runner, process_group::Group};
 
 /// A running child: the process, its group, and the tasks logging its output.
 pub(super) struct Child {
@@ -16,7 +16,7 @@ pub(super) struct Child {
     pub(super) output: [JoinHandle<()>; 2],
 }
 
-impl Supervision {
+impl Runner {
     pub(super) fn spawn(&self) -> io::Result<Child> {
         let config = &self.config;
         let mut command = Command::new(&config.command[0]);
@@ -63,10 +63,9 @@ impl Supervision {
             return Err(io::Error::other("the child's output pipes are missing"));
         };
         self.starts.add(1, &[attr("component", &*self.component)]);
-        self.status.update(|s| {
-            s.state = ExecState::Running;
+        self.update(|s| {
             s.pid = Some(pid);
-            s.starts += 1;
+            s.started_at = Some(SystemTime::now());
         });
         Ok(Child {
             process,

@@ -1,38 +1,93 @@
-//! The `exec` component's behaviour: restarts with backoff, restart policies, stopping the
-//! child and its whole group, and a program that cannot run.
+//! The `exec` component's behaviour under a host: a child's end is the component's failure
+//! or finish, restarts are the host's with a fresh child, and stop or undeploy take the
+//! child's whole process group.
+//!
+//! Children are real processes, so these tests run on real time, with short backoffs and
+//! bounded waits. They use the current-thread runtime: the host then decides what follows a
+//! child's end (restart or not) before a test sees its state again.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    io::Write,
+    path::Path,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use isopace_host::{Component, Env};
-use isopace_observe::MetricsRegistry;
-use serde_json::json;
+use isopace_deploy::{Deployer, Registry};
+use isopace_host::{Component, ComponentStatus, Env, Host, RestartPolicy, State, Supervision};
+use isopace_observe::{MetricsRegistry, Observer};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    Exec, ExecConfig, ExecState,
+    Exec, ExecConfig,
     process_group::{group_alive, parse_stat},
 };
-use crate::Details;
 
-fn config(value: serde_json::Value) -> Result<ExecConfig, serde_json::Error> {
-    serde_json::from_value(value)
+fn config(value: Value) -> ExecConfig {
+    serde_json::from_value(value).unwrap()
 }
 
-fn exec(value: serde_json::Value) -> Exec {
-    Exec::new("worker", config(value).unwrap()).unwrap()
+fn host(metrics: &MetricsRegistry) -> Host {
+    Host::builder()
+        .observer(Arc::new(metrics.clone()) as Arc<dyn Observer>)
+        .restart_jitter(0.0)
+        .stop_timeout(Duration::from_secs(5))
+        .build()
 }
 
-fn env(metrics: &MetricsRegistry) -> Env {
-    Env::new(isopace_config::Config::default(), Arc::new(metrics.clone())).for_component("worker")
+/// Restarts after 10 ms, each one built fresh from `config` as a deployer would.
+fn supervised(name: &'static str, config: ExecConfig, policy: RestartPolicy) -> Supervision {
+    Supervision::new()
+        .restart(
+            policy
+                .backoff(Duration::from_millis(10))
+                .max_backoff(Duration::from_millis(10)),
+        )
+        .rebuild(Arc::new(move |_env: &Env| {
+            Ok(Box::new(Exec::new(name, config.clone())?) as Box<dyn Component>)
+        }))
 }
 
-/// Polls `check` every millisecond for up to five seconds.
+async fn deploy(host: &Host, name: &'static str, value: Value, policy: RestartPolicy) {
+    let config = config(value);
+    let exec = Exec::new(name, config.clone()).unwrap();
+    host.deploy_with(Box::new(exec), supervised(name, config, policy))
+        .await
+        .unwrap();
+}
+
+/// Polls `check` every few milliseconds for up to ten seconds.
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until `name`'s status satisfies `check`, and returns it.
+async fn wait_status(
+    host: &Host,
+    name: &str,
+    what: &str,
+    mut check: impl FnMut(&ComponentStatus) -> bool,
+) -> ComponentStatus {
+    let mut last = None;
+    wait_for(what, || {
+        let status = host.status_of(name).unwrap();
+        let done = check(&status);
+        last = Some(status);
+        done
+    })
+    .await;
+    last.unwrap()
+}
+
+fn pid_of(status: &ComponentStatus) -> Option<u32> {
+    status.details.as_ref()?["pid"]
+        .as_u64()
+        .map(|pid| pid as u32)
 }
 
 fn sample(metrics: &MetricsRegistry, series: &str) -> Option<f64> {
@@ -42,11 +97,17 @@ fn sample(metrics: &MetricsRegistry, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+fn runs(count: &Path) -> u32 {
+    std::fs::read_to_string(count)
+        .map(|t| t.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 /// Asserts the child was reaped (no `/proc` entry, not even a zombie) and no live
 /// process is left in its group.
 fn assert_gone(pid: u32) {
     assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        !Path::new(&format!("/proc/{pid}")).exists(),
         "child {pid} is still in /proc"
     );
     assert!(
@@ -55,97 +116,190 @@ fn assert_gone(pid: u32) {
     );
 }
 
+/// The live processes in the group `pgid`.
+fn group_size(pgid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+                .is_some_and(|(state, group)| group == pgid as i32 && state != 'Z')
+        })
+        .count()
+}
+
+/// Counts its runs in `$COUNT`, fails the first two, then keeps running.
+const FAILS_TWICE: &str = "n=$(( $(cat \"$COUNT\" 2>/dev/null || echo 0) + 1 )); \
+                           echo $n > \"$COUNT\"; [ $n -gt 2 ] || exit 1; exec sleep 30";
+
 #[tokio::test]
-async fn a_failing_child_is_restarted_with_growing_backoff_until_max_restarts() {
+async fn a_child_that_fails_twice_and_then_runs_shows_two_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
     let metrics = MetricsRegistry::new();
-    let env = env(&metrics);
-    let mut worker = exec(json!({
-        "command": ["sh", "-c", "exit 1"],
-        "backoff": {"initial": "40ms", "max": "10s"},
-        "max_restarts": 3,
-        "restart_window": "10s"
-    }));
-    worker.start(&env).await.unwrap();
-    let mut starts = vec![Instant::now()];
-    wait_for("the component to fail", || {
-        let status = worker.status();
-        if status.starts as usize > starts.len() {
-            starts.push(Instant::now());
-        }
-        status.state == ExecState::Failed
+    let host = host(&metrics);
+    host.start().await.unwrap();
+    deploy(
+        &host,
+        "worker",
+        json!({"command": ["sh", "-c", FAILS_TWICE], "env": {"COUNT": count}}),
+        RestartPolicy::on_failure(),
+    )
+    .await;
+    let status = wait_status(&host, "worker", "the third child to run", |s| {
+        s.restarts == 2 && s.state == State::Running && runs(&count) == 3
     })
     .await;
-    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert_eq!(gaps.len(), 3, "{gaps:?}");
-    for (gap, delay) in gaps.iter().zip([40, 80, 160]) {
-        // Polling may see a start late, which shortens the gap after it; a constant
-        // delay would still leave the third gap near 40ms.
-        assert!(*gap >= Duration::from_millis(delay * 3 / 4), "{gaps:?}");
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = worker.status();
-    assert_eq!((status.starts, status.restarts), (4, 3));
-    assert_eq!(status.last_exit.as_deref(), Some("exit status 1"));
-    assert!(status.reason.unwrap().contains("max_restarts 3"));
+    let error = status.last_error.as_deref().unwrap();
+    assert!(error.contains(") ended: exit status 1"), "{error}");
+    let pid = pid_of(&status).expect("the running child's pid");
+    let details = status.details.unwrap();
+    assert!(details["started_at"].is_string(), "{details}");
+    assert_eq!(details["last_exit"], Value::Null);
     for (series, want) in [
-        (r#"exec_starts_total{component="worker"}"#, 4.0),
-        (r#"exec_restarts_total{component="worker"}"#, 3.0),
-        (r#"exec_exits_total{component="worker",status="1"}"#, 4.0),
+        (r#"exec_starts_total{component="worker"}"#, 3.0),
+        (r#"exec_exits_total{component="worker",status="1"}"#, 2.0),
+        (
+            r#"isopace_component_restarts_total{component="worker"}"#,
+            2.0,
+        ),
     ] {
         assert_eq!(sample(&metrics, series), Some(want), "{series}");
     }
-    worker.stop(&env).await.unwrap();
-    assert_eq!(worker.status().state, ExecState::Stopped);
+    host.stop().await.unwrap();
+    assert_gone(pid);
 }
 
 #[tokio::test]
-async fn the_policy_decides_which_exits_restart() {
-    for (restart, script, restarted) in [
-        ("never", "exit 3", false),
-        ("on-failure", "exit 0", false),
-        ("on-failure", "kill -KILL $$", true),
-        ("always", "exit 0", true),
-    ] {
-        let metrics = MetricsRegistry::new();
-        let env = env(&metrics);
-        let mut worker = exec(json!({
-            "command": ["sh", "-c", script],
-            "restart": restart,
-            "backoff": {"initial": "10ms"},
-            "max_restarts": 1,
-        }));
-        worker.start(&env).await.unwrap();
-        wait_for("the child to end for good", || {
-            matches!(worker.status().state, ExecState::Exited | ExecState::Failed)
-        })
-        .await;
-        let status = worker.status();
-        assert_eq!(status.restarts, u64::from(restarted), "{restart} {script}");
-        assert_eq!(
-            status.starts,
-            1 + u64::from(restarted),
-            "{restart} {script}"
-        );
-        let last = status.last_exit.unwrap();
-        match script {
-            "exit 3" => assert_eq!(last, "exit status 3"),
-            "exit 0" => assert_eq!(last, "exit status 0"),
-            _ => assert_eq!(last, "killed by SIGKILL"),
-        }
-        worker.stop(&env).await.unwrap();
-    }
+async fn a_child_exiting_zero_is_stopped_with_its_status_and_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let host = host(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    deploy(
+        &host,
+        "job",
+        json!({
+            "command": ["sh", "-c", "echo 1 >> \"$COUNT\"; exit 0"],
+            "env": {"COUNT": count}
+        }),
+        RestartPolicy::on_failure(),
+    )
+    .await;
+    let status = wait_status(&host, "job", "the job to end", |s| {
+        s.state != State::Running
+    })
+    .await;
+    // A restart would have put it in backoff: the host decided before the test looked.
+    assert_eq!(
+        (status.state, status.restarts, status.next_try),
+        (State::Stopped, 0, None)
+    );
+    assert_eq!(status.last_error, None);
+    let details = status.details.unwrap();
+    assert_eq!(details["last_exit"], "exit status 0");
+    assert_eq!(details["exit_code"], 0);
+    assert_eq!(details["pid"], Value::Null);
+    assert!(details["exited_at"].is_string(), "{details}");
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "1\n");
+
+    // Under `never`, a failing exit is final and names the status.
+    deploy(
+        &host,
+        "once",
+        json!({"command": ["sh", "-c", "exit 3"]}),
+        RestartPolicy::never(),
+    )
+    .await;
+    let status = wait_status(&host, "once", "the child to fail", |s| {
+        s.state != State::Running
+    })
+    .await;
+    assert_eq!((status.state, status.restarts), (State::Failed, 0));
+    assert!(
+        status.last_error.unwrap().ends_with("ended: exit status 3"),
+        "the failure names the status"
+    );
+    assert_eq!(status.details.unwrap()["exit_code"], 3);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_child_is_restarted_under_on_failure() {
+    let host = host(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    deploy(
+        &host,
+        "worker",
+        json!({"command": ["sleep", "30"]}),
+        RestartPolicy::on_failure(),
+    )
+    .await;
+    let first = pid_of(&host.status_of("worker").unwrap()).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_status(&host, "worker", "a new child", |s| {
+        s.state == State::Running && pid_of(s).is_some_and(|pid| pid != first)
+    })
+    .await;
+    assert_eq!(status.restarts, 1);
+    let error = status.last_error.as_deref().unwrap();
+    assert!(
+        error.contains(&format!("(pid {first}) ended: killed by SIGKILL")),
+        "{error}"
+    );
+    let second = pid_of(&status).unwrap();
+    assert_gone(first);
+    host.stop().await.unwrap();
+    assert_gone(second);
+}
+
+#[tokio::test]
+async fn undeploy_and_stop_kill_the_whole_process_group() {
+    let host = host(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    let script = json!({"command": ["sh", "-c", "sleep 30 & sleep 30 & wait"]});
+    deploy(&host, "a", script.clone(), RestartPolicy::on_failure()).await;
+    deploy(&host, "b", script, RestartPolicy::on_failure()).await;
+    let a = pid_of(&host.status_of("a").unwrap()).unwrap();
+    let b = pid_of(&host.status_of("b").unwrap()).unwrap();
+    wait_for("both groups to have three processes", || {
+        group_size(a) == 3 && group_size(b) == 3
+    })
+    .await;
+
+    let started = Instant::now();
+    host.undeploy("a").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_gone(a);
+    assert_eq!(group_size(b), 3, "the other component's group is untouched");
+
+    host.stop().await.unwrap();
+    assert_gone(b);
+    let status = host.status_of("b").unwrap();
+    assert_eq!((status.state, status.last_error), (State::Stopped, None));
+    assert_eq!(status.details.unwrap()["last_exit"], "killed by SIGTERM");
 }
 
 #[tokio::test]
 async fn a_child_ignoring_the_stop_signal_is_killed_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let env = env(&MetricsRegistry::new());
-    let mut worker = exec(json!({
-        "command": ["sh", "-c", "trap '' TERM; : > \"$READY\"; while :; do sleep 1; done"],
-        "env": {"READY": ready},
-        "stop_grace": "300ms"
-    }));
+    let env = Env::default().for_component("worker");
+    let mut worker = Exec::new(
+        "worker",
+        config(json!({
+            "command": ["sh", "-c", "trap '' TERM; : > \"$READY\"; while :; do sleep 1; done"],
+            "env": {"READY": ready},
+            "stop_grace": "300ms"
+        })),
+    )
+    .unwrap();
     worker.start(&env).await.unwrap();
     wait_for("the trap", || ready.exists()).await;
     let pid = worker.status().pid.unwrap();
@@ -158,54 +312,112 @@ async fn a_child_ignoring_the_stop_signal_is_killed_after_the_grace() {
     );
     let status = worker.status();
     assert_eq!(status.last_exit.as_deref(), Some("killed by SIGKILL"));
-    assert_eq!((status.state, status.pid), (ExecState::Stopped, None));
+    assert_eq!(status.signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(status.pid, None);
+    // Without a host, the details go to the env all the same.
+    assert_eq!(env.details().unwrap()["last_exit"], "killed by SIGKILL");
     assert_gone(pid);
-}
-
-#[tokio::test]
-async fn stop_leaves_no_process_of_the_group_behind() {
-    let details = Details::new();
-    let env = env(&MetricsRegistry::new());
-    let mut worker = exec(json!({
-        "command": ["sh", "-c", "sleep 30 & sleep 30 & echo started; wait"],
-    }))
-    .with_details(&details);
-    worker.start(&env).await.unwrap();
-    let pid = worker.status().pid.unwrap();
-    let published = details.get("worker").unwrap();
-    assert_eq!(published["pid"], json!(pid));
-    assert_eq!(published["state"], json!("running"));
-    wait_for("both sleeps", || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("stat"))
-                    .ok()
-                    .and_then(|s| parse_stat(&s))
-                    .is_some_and(|(state, group)| group == pid as i32 && state != 'Z')
-            })
-            .count()
-            == 3
-    })
-    .await;
-    let started = Instant::now();
-    worker.stop(&env).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_gone(pid);
-    assert_eq!(
-        details.get("worker").unwrap(),
-        json!({"state": "stopped", "pid": null, "starts": 1, "restarts": 0, "last_exit": "killed by SIGTERM"})
-    );
-    drop(worker);
-    assert_eq!(details.get("worker"), None);
 }
 
 #[tokio::test]
 async fn a_program_that_cannot_run_fails_the_start() {
-    let env = env(&MetricsRegistry::new());
-    let mut worker = exec(json!({"command": ["/nonexistent/program"], "cwd": "/"}));
+    let env = Env::default().for_component("worker");
+    let mut worker = Exec::new(
+        "worker",
+        config(json!({"command": ["/nonexistent/program"], "cwd": "/"})),
+    )
+    .unwrap();
     let e = worker.start(&env).await.unwrap_err().to_string();
     assert!(e.contains("cannot run `/nonexistent/program` in /"), "{e}");
     worker.stop(&env).await.unwrap();
+}
+
+/// Warnings logged anywhere in this test binary, from the first call on: the deployer
+/// parses descriptors on a blocking thread, which a thread-local subscriber would miss.
+fn warnings() -> &'static Arc<parking_lot::Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<parking_lot::Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        #[derive(Clone)]
+        struct Sink(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Arc::default();
+        let sink = Sink(Arc::clone(&log));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test installs a global subscriber");
+        log
+    })
+}
+
+#[tokio::test]
+async fn a_descriptor_with_exec_restart_fields_deploys_with_warnings_and_their_policy() {
+    let log = warnings();
+    let dir = tempfile::tempdir().unwrap();
+    let (deploy, count) = (dir.path().join("deploy"), dir.path().join("count"));
+    std::fs::create_dir(&deploy).unwrap();
+    let file = deploy.join("legacy-worker.json");
+    let descriptor = json!({
+        "name": "legacy", "type": "exec",
+        "config": {
+            "command": ["sh", "-c", "echo 1 >> \"$COUNT\"; exit 1"],
+            "env": {"COUNT": count},
+            "restart": "on-failure",
+            "backoff": {"initial": "10ms", "max": "20ms"},
+            "max_restarts": 2,
+            "restart_window": "1m"
+        }
+    });
+    std::fs::write(&file, descriptor.to_string()).unwrap();
+    let mut registry = Registry::new();
+    super::register(&mut registry).unwrap();
+    let host = host(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    let deployer = Deployer::builder(&host, Arc::new(registry), &deploy)
+        .watch(false)
+        .build();
+    let report = deployer.scan().await.unwrap();
+    assert_eq!(report.deployed, ["legacy"], "{report:?}");
+
+    // The descriptor's default would restart five times, after 100 ms and more; the old
+    // fields say twice, after 10 and 20 ms.
+    let status = wait_status(&host, "legacy", "the restart limit", |s| {
+        s.state == State::Failed
+    })
+    .await;
+    assert_eq!(status.restarts, 2);
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "1\n1\n1\n");
+
+    let text = String::from_utf8(log.lock().clone()).unwrap();
+    for (old, new) in [
+        ("config.restart", "restart.policy"),
+        ("config.backoff.initial", "restart.backoff"),
+        ("config.backoff.max", "restart.max_backoff"),
+        ("config.max_restarts", "restart.max_restarts"),
+        ("config.restart_window", "restart.window"),
+    ] {
+        let said = format!("{}: `{old}` is deprecated; use `{new}`", file.display());
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(&said)).collect();
+        assert_eq!(lines.len(), 1, "warned once: {said}\n{text}");
+        assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    }
+    // A rescan of the unchanged file warns no more.
+    deployer.scan().await.unwrap();
+    let again = String::from_utf8(log.lock().clone()).unwrap();
+    assert_eq!(
+        again.matches("legacy-worker.json").count(),
+        text.matches("legacy-worker.json").count()
+    );
+    host.stop().await.unwrap();
 }
