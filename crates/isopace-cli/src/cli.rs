@@ -145,7 +145,7 @@ pub(crate) struct ConfigSource {
     #[arg(long, env = "ISOPACE_CONFIG", global = true)]
     pub(crate) config: Option<PathBuf>,
     /// The prefix of environment variables that override configuration values
-    /// (`ISOPACE_LINK__TIMEOUT=5s` sets `link.timeout`); empty disables overrides.
+    /// (`<PREFIX>_LINK__TIMEOUT=5s` sets `link.timeout`); empty disables overrides.
     #[arg(
         long,
         env = "ISOPACE_ENV_PREFIX",
