@@ -14,7 +14,7 @@
 //! - `tcp-proxy`: the [`tcp_proxy`] module, a TCP relay (with `splice(2)` on Linux).
 //! - `exec`: the [`exec`] module, a supervised child process.
 //!
-//! [`register_all`], the [`Details`] types and the [`limits`] module are always there.
+//! [`register_all`] and the [`limits`] module are always there.
 //!
 //! ## What components get from the daemon
 //!
@@ -34,13 +34,10 @@ pub mod exec;
 #[cfg(feature = "heartbeat")]
 pub mod heartbeat;
 pub mod limits;
-mod runtime;
 #[cfg(feature = "tcp-proxy")]
 pub mod tcp_proxy;
 
 use isopace_deploy::Registry;
-
-pub use runtime::{Details, DetailsSlot};
 
 /// Registers every component type this build of the crate has (see the feature flags) in
 /// `registry`, under its descriptor `type`: `admin`, `heartbeat`, `tcp-proxy`, `exec`.

@@ -50,7 +50,10 @@ fn a_crash_looping_critical_exec_ends_failed_and_not_ready() {
     assert_eq!(crash["restarts"], 2, "{crash}");
     assert_eq!(crash["critical"], true);
     assert_eq!(crash["ready"], false);
-    assert!(crash["last_error"].as_str().unwrap().contains('3'), "{crash}");
+    assert!(
+        crash["last_error"].as_str().unwrap().contains('3'),
+        "{crash}"
+    );
     let metrics = http_get(port, "/metrics", None).unwrap().body;
     for needle in [
         r#"isopace_component_state{component="crash",state="failed"} 1"#,
@@ -62,8 +65,14 @@ fn a_crash_looping_critical_exec_ends_failed_and_not_ready() {
     let ready = http_get(port, "/readyz", None).unwrap();
     assert_eq!(ready.status, 503, "{}", ready.body);
     let body = json(&ready.body);
-    assert_eq!(body["not_ready"], json!([{ "name": "crash", "state": "failed" }]));
-    assert!(!ready.body.contains("error"), "no error texts without a token: {body}");
+    assert_eq!(
+        body["not_ready"],
+        json!([{ "name": "crash", "state": "failed" }])
+    );
+    assert!(
+        !ready.body.contains("error"),
+        "no error texts without a token: {body}"
+    );
 
     // Without --exit-on-critical-failure, the daemon keeps running and stops cleanly.
     assert!(daemon.child.try_wait().unwrap().is_none());
@@ -82,7 +91,10 @@ fn a_failed_exec_that_is_not_critical_leaves_the_daemon_ready() {
     let ready = http_get(port, "/readyz", None).unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(json(&ready.body)["not_ready"], json!([]));
-    assert!(daemon.child.try_wait().unwrap().is_none(), "not critical: no exit");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "not critical: no exit"
+    );
     daemon.signal("TERM");
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
 }
@@ -123,6 +135,12 @@ fn exit_on_critical_failure_shuts_down_with_1() {
     let status = daemon.wait();
     let log = daemon.log().join("\n");
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("a critical component is failed for good"), "{log}");
-    assert!(log.contains("stopped component=\"admin\""), "a clean stop first: {log}");
+    assert!(
+        log.contains("a critical component is failed for good"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stopped component=\"admin\""),
+        "a clean stop first: {log}"
+    );
 }

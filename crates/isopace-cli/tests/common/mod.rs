@@ -164,6 +164,9 @@ pub(crate) fn write_atomically(path: &Path, text: &str) {
     fs::rename(&tmp, path).unwrap();
 }
 
-pub(crate) fn component<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn component<'a>(
+    list: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
     list.as_array()?.iter().find(|c| c["name"] == name)
 }
