@@ -154,3 +154,15 @@ impl std::fmt::Debug for App {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn main_from_returns_the_code_of_version_and_usage_errors() {
+        let edge = || App::new().name("edge").version("2.7.1").env_prefix("EDGE");
+        assert_eq!(edge().main_from(["edge", "--version"]), ExitCode::SUCCESS);
+        assert_eq!(edge().main_from(["edge", "--bogus"]), ExitCode::from(2));
+    }
+}

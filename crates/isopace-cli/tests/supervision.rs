@@ -123,6 +123,22 @@ fn sighup_retries_a_component_that_is_failed_for_good() {
 }
 
 #[test]
+fn a_changed_file_redeploys_a_component_that_is_failed_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    deploy(dir.path(), port, "exit 3", true);
+    let mut daemon = Daemon::start(dir.path(), &[], &[]);
+    crash_in(port, "failed");
+    // No signal: the file's change alone brings a new version, with a fresh history.
+    deploy(dir.path(), port, "exec sleep 60", true);
+    let crash = crash_in(port, "running");
+    assert_eq!(crash["restarts"], 0, "{crash}");
+    assert!(daemon.log_has("redeployed component=\"crash\""));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
+}
+
+#[test]
 fn exit_on_critical_failure_shuts_down_with_1() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
