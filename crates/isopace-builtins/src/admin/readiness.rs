@@ -114,7 +114,7 @@ impl Readiness {
             && (has_been_ready || failed_files.is_empty());
         if ready && !has_been_ready {
             self.ready_once.store(true, Ordering::Release);
-            tracing::info!("ready");
+            tracing::info!("ready: every critical component runs and is ready");
         }
         Some(ReadinessReport {
             ready,

@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use isopace_deploy::{DeployerHandle, ErrorKind, FileState, FileStatus};
+use isopace_deploy::{DeployerHandle, DescriptorError, ErrorKind, FileState, FileStatus};
 use isopace_host::{ComponentStatus, WeakHost, error_chain};
 use isopace_observe::MetricsRegistry;
 use serde_json::{Value, json};
@@ -162,17 +162,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 
 /// The file and type of each component a descriptor file runs, by name. When two files
 /// declare a name, the one that runs it wins: the one deployed, or the failed one that keeps
-/// its previous version running, never the one refused as a duplicate.
+/// its previous version running, never one refused because another file or the host
+/// already has the name.
 fn files_by_name(deployer: &DeployerHandle) -> HashMap<String, FileStatus> {
     let mut files: HashMap<String, FileStatus> = HashMap::new();
     for file in deployer.status() {
-        let runs = match file.state {
-            FileState::Deployed => true,
-            FileState::Failed => !file
-                .error
-                .as_ref()
-                .is_some_and(|e| matches!(e.kind(), ErrorKind::DuplicateName { .. })),
-            FileState::Disabled => false,
+        let runs = match (file.state, &file.error) {
+            (FileState::Deployed, _) => true,
+            (FileState::Failed, Some(error)) => !name_taken(error),
+            (FileState::Failed, None) | (FileState::Disabled, _) => false,
         };
         let Some(name) = file.name.clone().filter(|_| runs) else {
             continue;
@@ -185,6 +183,25 @@ fn files_by_name(deployer: &DeployerHandle) -> HashMap<String, FileStatus> {
         }
     }
     files
+}
+
+/// Whether `error` refused a file because its name was taken: by an earlier file, or by a
+/// component the host has from elsewhere (the deployer itself, one registered in code).
+fn name_taken(error: &DescriptorError) -> bool {
+    if matches!(error.kind(), ErrorKind::DuplicateName { .. }) {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        if matches!(
+            error.downcast_ref::<isopace_host::Error>(),
+            Some(isopace_host::Error::Duplicate(_))
+        ) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// One component as `/components` shows it: the host's status, plus the file and type of

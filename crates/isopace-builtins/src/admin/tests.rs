@@ -353,6 +353,8 @@ async fn a_name_declared_twice_shows_the_file_that_runs_it() {
     probe_file(dir.path(), "10_off.json", json!({ "enabled": false }));
     probe_file(dir.path(), "20_probe.json", json!({}));
     probe_file(dir.path(), "30_twin.json", json!({}));
+    // The host already has an `admin`, registered in code.
+    probe_file(dir.path(), "40_admin.json", json!({ "name": "admin" }));
     let trigger = Arc::new(Notify::new());
     let (host, _deployer) = deployed(dir.path(), None, &trigger).await;
     let addr = listen(&host);
@@ -363,6 +365,11 @@ async fn a_name_declared_twice_shows_the_file_that_runs_it() {
         "{probe}"
     );
     assert_eq!(probe["type"], "probe");
+    let admin = entry(&list, "admin");
+    assert!(
+        admin["file"].is_null() && admin["type"].is_null(),
+        "{admin}"
+    );
     let deployments = get(addr, "/deployments", None).await.json();
     let states: Vec<&str> = deployments
         .as_array()
@@ -370,6 +377,6 @@ async fn a_name_declared_twice_shows_the_file_that_runs_it() {
         .iter()
         .map(|f| f["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["disabled", "deployed", "failed"]);
+    assert_eq!(states, ["disabled", "deployed", "failed", "failed"]);
     host.stop().await.unwrap();
 }
