@@ -167,11 +167,16 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     );
     let stop = host.stop_within(args.shutdown_timeout);
     tokio::pin!(stop);
+    // A shutdown the daemon began itself has had no signal yet: the first one is not a second.
+    let mut signalled = !escalated;
     loop {
         tokio::select! {
             result = &mut stop => {
                 return match result {
-                    Ok(()) if escalated => EXIT_FAILURE,
+                    Ok(()) if escalated => {
+                        tracing::info!("stopped after a critical failure");
+                        EXIT_FAILURE
+                    }
                     Ok(()) => {
                         tracing::info!("stopped cleanly");
                         EXIT_OK
@@ -183,7 +188,9 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
                 };
             }
             again = signals.next() => {
-                if let Some(code) = again.forced_exit_code() {
+                if let Some(code) = again.forced_exit_code()
+                    && std::mem::replace(&mut signalled, true)
+                {
                     tracing::warn!(signal = again.name(), "second signal during shutdown: exiting now");
                     isopace_builtins::exec::kill_all_children();
                     std::process::exit(code);
