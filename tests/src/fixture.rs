@@ -15,6 +15,11 @@ use isopace_observe::MetricsRegistry;
 
 use crate::{Lifecycle, probe_registry};
 
+/// A variable of the fixture's environment that stands for a secret.
+pub const SECRET_VAR: &str = "PROBE_SECRET";
+/// Its value, which no error, status or log line may show.
+pub const SECRET_VALUE: &str = "s3cr3t-Value-444";
+
 /// How to build a [`Fixture`].
 #[derive(Debug, Clone)]
 pub struct FixtureOptions {
@@ -36,7 +41,10 @@ impl Default for FixtureOptions {
         FixtureOptions {
             start_timeout: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(2),
-            environment: vec![("PROBE_TAG".to_owned(), "from-env".to_owned())],
+            environment: vec![
+                ("PROBE_TAG".to_owned(), "from-env".to_owned()),
+                (SECRET_VAR.to_owned(), SECRET_VALUE.to_owned()),
+            ],
             metrics: true,
         }
     }

@@ -10,7 +10,9 @@ mod process;
 
 pub use capture::LogCapture;
 pub use fifo::{FifoWatchdog, mkfifo};
-pub use fixture::{FIXTURE_CONFIG, Fixture, FixtureOptions, write_atomically};
+pub use fixture::{
+    FIXTURE_CONFIG, Fixture, FixtureOptions, SECRET_VALUE, SECRET_VAR, write_atomically,
+};
 pub use probe::{
     Event, Lifecycle, PROBE_TYPE, Probe, ProbeConfig, ProbeError, probe_descriptor, probe_registry,
 };

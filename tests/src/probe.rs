@@ -198,7 +198,8 @@ impl Component for Probe {
         }
         if config.fail_start {
             return Err(Box::new(ProbeError(format!(
-                "probe `{name}` asked to fail in start"
+                "probe `{name}` asked to fail in start (tag `{}`)",
+                config.tag
             ))));
         }
         if config.task {
@@ -244,7 +245,8 @@ pub fn probe_registry(lifecycle: &Lifecycle) -> Arc<Registry> {
             move |name: &str, config: ProbeConfig, _env: &Env| {
                 if config.fail_build {
                     return Err(Box::new(ProbeError(format!(
-                        "probe `{name}` asked to fail to build"
+                        "probe `{name}` asked to fail to build (tag `{}`)",
+                        config.tag
                     ))) as BoxError);
                 }
                 Ok(Probe::new(name, config, &lifecycle))

@@ -4,7 +4,10 @@ use std::{
     fmt, fs,
     io::Read,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use std::time::Duration;
@@ -82,7 +85,13 @@ pub struct Descriptor {
     pub(crate) migrated: bool,
     /// Unique per parse, so an unchanged file is recognised without comparing configs.
     pub(crate) version: u64,
+    /// The values `${VAR}` substitution took from the environment, by variable name.
+    pub(crate) secrets: Arc<[(String, String)]>,
 }
+
+/// Values shorter than this are not redacted: they hide nothing, and replacing every `80`
+/// or `on` would garble the text around them.
+const MIN_REDACTED_LEN: usize = 4;
 
 /// Where a parsed descriptor's parts are in its file.
 #[derive(Debug, Clone)]
@@ -112,6 +121,7 @@ impl Descriptor {
             restart_given: RestartFields::default(),
             migrated: false,
             version: next_version(),
+            secrets: Arc::from([]),
         }
     }
 
@@ -258,6 +268,7 @@ impl Descriptor {
             Some(value) => parse_restart(&file, value.get(), at(value))?,
         };
 
+        let mut secrets = Vec::new();
         let (config_text, config_at) = match raw.config {
             None => ("{}".to_owned(), Position::START),
             Some(config) => {
@@ -268,7 +279,7 @@ impl Descriptor {
                         .field("config")
                         .message("must be a JSON object"));
                 }
-                let substituted = subst::substitute(config.get(), env).map_err(|e| {
+                let (substituted, found) = subst::substitute(config.get(), env).map_err(|e| {
                     let kind = match &e.kind {
                         SubstErrorKind::Unset(name) => ErrorKind::UnsetVariable(name.clone()),
                         SubstErrorKind::Malformed(_) => ErrorKind::Field,
@@ -278,6 +289,7 @@ impl Descriptor {
                         .field("config")
                         .message(e.kind.to_string())
                 })?;
+                secrets = found;
                 (substituted, config_at)
             }
         };
@@ -298,7 +310,47 @@ impl Descriptor {
             restart_given,
             migrated: false,
             version: next_version(),
+            secrets: secrets.into(),
         })
+    }
+
+    /// `text` with every value that `${VAR}` substitution took from the environment
+    /// replaced by its `${VAR}` reference, so an error message or a log line never shows a
+    /// secret passed in through the environment. Values shorter than four characters are
+    /// left as they are.
+    ///
+    /// ```
+    /// use isopace_deploy::Descriptor;
+    ///
+    /// let text = r#"{"name": "db", "type": "x", "config": {"dsn": "${DSN}"}}"#;
+    /// let env = |name: &str| (name == "DSN").then(|| "pg://admin:hunter22@db".to_owned());
+    /// let d = Descriptor::parse_with_env(text, "db.json", &env)?;
+    /// assert_eq!(
+    ///     d.redact("cannot reach pg://admin:hunter22@db"),
+    ///     "cannot reach ${DSN}"
+    /// );
+    /// # Ok::<(), isopace_deploy::DescriptorError>(())
+    /// ```
+    pub fn redact(&self, text: &str) -> String {
+        redact_with(&self.secrets, text)
+    }
+
+    /// A redactor for this descriptor's secrets that outlives it (for logs about its
+    /// component).
+    pub(crate) fn redactor(&self) -> Option<isopace_host::Redact> {
+        if self.secrets.iter().all(|(_, v)| v.len() < MIN_REDACTED_LEN) {
+            return None;
+        }
+        let secrets = Arc::clone(&self.secrets);
+        Some(Arc::new(move |text: &str| redact_with(&secrets, text)))
+    }
+
+    /// `error` with this descriptor's secrets redacted from its message and causes.
+    pub(crate) fn redact_error(&self, error: DescriptorError) -> DescriptorError {
+        match self.redactor() {
+            Some(redact) => error.redacted(&*redact),
+            None => error,
+        }
     }
 
     /// Whether `other` describes the same component (name, type, enabled and config), so a
@@ -325,6 +377,22 @@ impl Descriptor {
         let current = serde_json::from_str::<serde_json::Value>(text).ok()?;
         (current == self.config).then_some((text.as_str(), *at))
     }
+}
+
+fn redact_with(secrets: &[(String, String)], text: &str) -> String {
+    let mut text = text.to_owned();
+    // Longest first, so a value that contains another is replaced whole.
+    let mut secrets: Vec<&(String, String)> = secrets
+        .iter()
+        .filter(|(_, value)| value.len() >= MIN_REDACTED_LEN)
+        .collect();
+    secrets.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+    for (name, value) in secrets {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+    }
+    text
 }
 
 fn next_version() -> u64 {

@@ -188,6 +188,21 @@ impl DescriptorError {
         self
     }
 
+    /// The same error with `redact` applied to its message and causes. A cause whose text
+    /// changes is replaced by its redacted text (it can no longer be downcast); one that does
+    /// not change is kept as it is.
+    pub(crate) fn redacted(mut self, redact: &dyn Fn(&str) -> String) -> Self {
+        self.inner.message = redact(&self.inner.message);
+        if let Some(cause) = &self.inner.cause {
+            let text = isopace_host::error_chain(&**cause);
+            let clean = redact(&text);
+            if clean != text {
+                self.inner.cause = Some(Arc::new(Redacted(clean)));
+            }
+        }
+        self
+    }
+
     /// A serde_json error from parsing a part of the file that starts at `base`.
     ///
     /// A syntax error keeps serde_json's error as its cause: the whole file was parsed, so
@@ -287,6 +302,18 @@ impl std::error::Error for DescriptorError {
             .map(|cause| cause as &(dyn std::error::Error + 'static))
     }
 }
+
+/// A cause whose text named a secret, kept as its redacted text.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
 
 impl PartialEq for DescriptorError {
     fn eq(&self, other: &Self) -> bool {

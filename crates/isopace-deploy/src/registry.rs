@@ -308,7 +308,9 @@ impl Registry {
     pub fn check(&self, descriptor: &Descriptor) -> Result<(), DescriptorError> {
         let entry = self.entry(descriptor)?;
         let descriptor = self.migrated(descriptor)?;
-        (entry.make)(&descriptor, None).map(drop)
+        (entry.make)(&descriptor, None)
+            .map(drop)
+            .map_err(|e| descriptor.redact_error(e))
     }
 
     /// Builds the component a descriptor describes. The component must carry the
@@ -323,7 +325,8 @@ impl Registry {
         let entry = self.entry(descriptor)?;
         let descriptor = self.migrated(descriptor)?;
         let env = env.for_component(&descriptor.name);
-        let component = (entry.make)(&descriptor, Some(&env))?
+        let component = (entry.make)(&descriptor, Some(&env))
+            .map_err(|e| descriptor.redact_error(e))?
             .expect("a factory given an env builds a component");
         if component.name() != descriptor.name {
             return Err(

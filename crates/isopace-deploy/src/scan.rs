@@ -509,9 +509,11 @@ async fn apply(
                     }
                 },
             };
-            let error = DescriptorError::new(&want.file, ErrorKind::Start)
-                .message(message)
-                .caused_by(e);
+            let error = want.redact_error(
+                DescriptorError::new(&want.file, ErrorKind::Start)
+                    .message(message)
+                    .caused_by(e),
+            );
             record.failed = Some((want, error.clone()));
             Some(error)
         }
@@ -527,9 +529,11 @@ async fn rollback(
     host.deploy_with(component, supervision(registry, previous))
         .await
         .map_err(|e| {
-            DescriptorError::new(&previous.file, ErrorKind::Start)
-                .message("the previous version did not start")
-                .caused_by(e)
+            previous.redact_error(
+                DescriptorError::new(&previous.file, ErrorKind::Start)
+                    .message("the previous version did not start")
+                    .caused_by(e),
+            )
         })
 }
 
@@ -537,14 +541,18 @@ async fn rollback(
 /// and each restart built fresh from the descriptor.
 fn supervision(registry: &Arc<Registry>, descriptor: &Descriptor) -> Supervision {
     let (registry, rebuild_from) = (Arc::clone(registry), descriptor.clone());
-    Supervision::new()
+    let supervision = Supervision::new()
         .restart(descriptor.restart)
         .critical(descriptor.critical)
         .rebuild(Arc::new(move |env: &Env| {
             registry
                 .build(&rebuild_from, env)
                 .map_err(|e| Box::new(e) as isopace_host::BoxError)
-        }))
+        }));
+    match descriptor.redactor() {
+        Some(redact) => supervision.redact(redact),
+        None => supervision,
+    }
 }
 
 async fn undeploy(host: &Host, running: &Descriptor, report: &mut ScanReport) {

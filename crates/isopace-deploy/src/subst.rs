@@ -47,8 +47,18 @@ impl fmt::Display for SubstErrorKind {
     }
 }
 
-/// Substitutes every `${...}` in the string values of `json`.
-pub(crate) fn substitute(json: &str, env: &dyn Lookup) -> Result<String, SubstError> {
+/// The values substituted from the environment, by variable name: what error messages and
+/// logs must not show.
+pub(crate) type Substituted = Vec<(String, String)>;
+
+/// Substitutes every `${...}` in the string values of `json`; returns the text and the
+/// values that came from the environment (defaults are written in the file and are not
+/// recorded).
+pub(crate) fn substitute(
+    json: &str,
+    env: &dyn Lookup,
+) -> Result<(String, Substituted), SubstError> {
+    let mut substituted = Substituted::new();
     let bytes = json.as_bytes();
     let mut out = String::with_capacity(json.len());
     let mut copied = 0;
@@ -75,11 +85,17 @@ pub(crate) fn substitute(json: &str, env: &dyn Lookup) -> Result<String, SubstEr
             continue;
         }
         out.push_str(&json[copied..start + 1]);
-        expand(&json[start + 1..end], start + 1, env, &mut out)?;
+        expand(
+            &json[start + 1..end],
+            start + 1,
+            env,
+            &mut out,
+            &mut substituted,
+        )?;
         copied = end;
     }
     out.push_str(&json[copied..]);
-    Ok(out)
+    Ok((out, substituted))
 }
 
 /// Whether the string literal that ended just before `after` is an object key.
@@ -91,7 +107,13 @@ fn is_key(bytes: &[u8], after: usize) -> bool {
 }
 
 /// Expands the raw (still JSON-escaped) contents of one string literal into `out`.
-fn expand(raw: &str, base: usize, env: &dyn Lookup, out: &mut String) -> Result<(), SubstError> {
+fn expand(
+    raw: &str,
+    base: usize,
+    env: &dyn Lookup,
+    out: &mut String,
+    substituted: &mut Substituted,
+) -> Result<(), SubstError> {
     let mut rest = raw;
     let mut offset = base;
     while let Some(pos) = rest.find('$') {
@@ -128,7 +150,12 @@ fn expand(raw: &str, base: usize, env: &dyn Lookup, out: &mut String) -> Result<
             });
         }
         match env.var(name) {
-            Some(value) => push_escaped(&value, out),
+            Some(value) => {
+                push_escaped(&value, out);
+                if !substituted.iter().any(|(n, _)| n == name) {
+                    substituted.push((name.to_owned(), value));
+                }
+            }
             // The default is written in the file, so it is already JSON-escaped.
             None => match default {
                 Some(default) => out.push_str(default),
@@ -175,7 +202,17 @@ mod tests {
     }
 
     fn sub(json: &str) -> Result<String, SubstError> {
-        substitute(json, &env)
+        substitute(json, &env).map(|(text, _)| text)
+    }
+
+    #[test]
+    fn values_from_the_environment_are_recorded_and_defaults_are_not() {
+        let (_, substituted) = substitute(
+            r#"{"a": "${HOST}", "b": "${HOST}/x", "c": "${PORT:-7001}"}"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(substituted, [("HOST".to_owned(), "db.local".to_owned())]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{Instrument, instrument::Instrumented};
 
 use crate::{
-    BoxError, Extensions, Health, ListenAddr, Listener, error_chain,
+    BoxError, Extensions, Health, ListenAddr, Listener, Redact, error_chain,
     instance::{Instance, Live, TaskGuard},
     listen::Listeners,
 };
@@ -71,6 +71,8 @@ pub struct Env {
     live: Option<Arc<Live>>,
     /// The started instance this env belongs to, when the host started it.
     instance: Option<Arc<Instance>>,
+    /// Hides the component's secrets in texts about it.
+    redact: Option<Redact>,
 }
 
 impl Default for Env {
@@ -91,6 +93,7 @@ impl Env {
             span: tracing::Span::none(),
             live: None,
             instance: None,
+            redact: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl Env {
             span: tracing::info_span!("component", component = name),
             live: Some(Arc::default()),
             instance: None,
+            redact: None,
         }
     }
 
@@ -150,6 +154,23 @@ impl Env {
     /// What this env's component reports, shared with the host's status row.
     pub(crate) fn live(&self) -> Option<&Arc<Live>> {
         self.live.as_ref()
+    }
+
+    /// The same env with a redactor for the component's secrets.
+    pub(crate) fn with_redact(mut self, redact: Option<Redact>) -> Env {
+        self.redact = redact;
+        self
+    }
+
+    /// `text` with the component's secrets replaced by references to them (a value its
+    /// descriptor took from the environment becomes `${VAR}`): for logging anything built
+    /// from its configuration, such as a command line. Unchanged when there is nothing to
+    /// hide.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.redact {
+            Some(redact) => redact(text),
+            None => text.to_owned(),
+        }
     }
 
     /// The same env bound to a newly started instance.
@@ -270,7 +291,7 @@ impl Env {
     /// host did not start this only logs.
     pub fn fail(&self, error: impl Into<BoxError>) {
         let error: BoxError = error.into();
-        let chain = error_chain(error.as_ref());
+        let chain = self.redact(&error_chain(error.as_ref()));
         match &self.instance {
             Some(instance) => instance.fail(chain),
             None => {
@@ -337,6 +358,7 @@ impl Env {
             return tokio::spawn(self.instrument(future));
         };
         let id = instance.reserve();
+        let env = self.clone();
         let guard = TaskGuard {
             instance: Arc::clone(instance),
             id,
@@ -346,7 +368,7 @@ impl Env {
             match crate::call::CatchUnwind(Box::pin(future)).await {
                 Ok(output) => output,
                 Err(panic) => {
-                    let message = crate::call::panic_message(&*panic);
+                    let message = env.redact(&crate::call::panic_message(&*panic));
                     guard
                         .instance
                         .fail(format!("a task of the component panicked: {message}"));

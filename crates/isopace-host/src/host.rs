@@ -675,7 +675,7 @@ impl Host {
                 (done, None)
             }
             Err(e) => {
-                let chain = error_chain(e);
+                let chain = slot.env.redact(&error_chain(e));
                 tracing::error!(component = &*name, error = %chain, "{phase} failed");
                 (State::Failed, Some(chain))
             }
@@ -833,7 +833,10 @@ impl Host {
             match fresh {
                 Ok(component) => self.inner.state.lock().table.replace(key, component),
                 Err(e) => {
-                    let error = format!("rebuilding for a restart failed: {}", error_chain(&*e));
+                    let error = format!(
+                        "rebuilding for a restart failed: {}",
+                        self.redacted_chain(key, &*e)
+                    );
                     tracing::error!(component = &*name, error = %error, "restart failed");
                     self.after_end(key, Some(error));
                     return;
@@ -845,7 +848,7 @@ impl Host {
             Err(e) => {
                 // The stop the Component contract promises after a failed start.
                 self.end_instance(key).await;
-                self.after_end(key, Some(error_chain(&e)));
+                self.after_end(key, Some(self.redacted_chain(key, &e)));
             }
         }
     }
@@ -879,7 +882,7 @@ impl Host {
         tracing::info!(component = name, "retrying");
         if let Err(failure) = self.call(key, Phase::Start, None).await {
             self.end_instance(key).await;
-            self.after_end(key, Some(error_chain(&failure)));
+            self.after_end(key, Some(self.redacted_chain(key, &failure)));
             return Err(Error::Component(failure));
         }
         Ok(())
@@ -896,11 +899,9 @@ impl Host {
     }
 
     fn mark(&self, key: Key, state: State, error: Option<&ComponentError>) {
-        self.inner
-            .state
-            .lock()
-            .table
-            .set(key, state, error.map(|e| error_chain(e)));
+        // Before the lock: the redactor is read under it.
+        let error = error.map(|e| self.redacted_chain(key, e));
+        self.inner.state.lock().table.set(key, state, error);
     }
 
     fn mark_abandoned(&self, key: Key, name: &str) {
@@ -913,6 +914,22 @@ impl Host {
             State::Failed,
             Some("not stopped: the shutdown timeout passed before its turn".to_owned()),
         );
+    }
+
+    /// An error and its causes with the component's secrets redacted.
+    fn redacted_chain(&self, key: Key, error: &(dyn std::error::Error + 'static)) -> String {
+        let chain = error_chain(error);
+        let redact = self
+            .inner
+            .state
+            .lock()
+            .table
+            .supervised(key)
+            .and_then(|row| row.supervision.redact.clone());
+        match redact {
+            Some(redact) => redact(&chain),
+            None => chain,
+        }
     }
 
     fn name_of(&self, key: Key) -> String {

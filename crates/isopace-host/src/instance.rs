@@ -158,7 +158,8 @@ impl Instance {
         });
     }
 
-    /// Reports a failure after start; only the first of an instance counts.
+    /// Reports a failure after start (its text already redacted); only the first of an
+    /// instance counts.
     pub(crate) fn fail(&self, error: String) {
         if !self.failed.swap(true, Ordering::AcqRel) {
             self.send(EventKind::Failed(error));

@@ -28,6 +28,6 @@ pub use host::{
 pub use isopace_observe::error_chain;
 pub use listen::{DEFAULT_BACKLOG, ListenAddr, ListenAddrError, Listener};
 pub use status::{ComponentStatus, STATE_GAUGE, State};
-pub use supervise::{Health, Rebuild, Restart, RestartPolicy, Supervision};
+pub use supervise::{Health, Rebuild, Redact, Restart, RestartPolicy, Supervision};
 /// Cancellation for a component's tasks (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;

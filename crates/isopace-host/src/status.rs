@@ -218,7 +218,9 @@ impl Table {
         let seq = self.next_seq;
         self.next_seq += 1;
         let name: Arc<str> = Arc::from(name);
-        let env = env.for_component(&name);
+        let env = env
+            .for_component(&name)
+            .with_redact(supervision.redact.clone());
         let live = Arc::clone(env.live().expect("a component's env has a live record"));
         self.publish(&name, None, State::Stopped);
         let row = Row {

@@ -190,6 +190,12 @@ impl fmt::Display for Health {
 /// starts the stopped instance again.
 pub type Rebuild = Arc<dyn Fn(&Env) -> Result<Box<dyn Component>, BoxError> + Send + Sync>;
 
+/// Rewrites a text so it shows no secret: what a component's configuration took from the
+/// environment is replaced by a reference to it. Applied to every error the host logs or
+/// keeps in the status for that component, and offered to the component as
+/// [`Env::redact`].
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// How the host supervises one component: its restart policy, whether it is critical to
 /// readiness, and how to build a fresh instance for a restart.
 ///
@@ -207,6 +213,7 @@ pub struct Supervision {
     pub(crate) restart: RestartPolicy,
     pub(crate) critical: bool,
     pub(crate) rebuild: Option<Rebuild>,
+    pub(crate) redact: Option<Redact>,
 }
 
 impl Supervision {
@@ -216,6 +223,7 @@ impl Supervision {
             restart: RestartPolicy::default(),
             critical: true,
             rebuild: None,
+            redact: None,
         }
     }
 
@@ -238,6 +246,12 @@ impl Supervision {
         self
     }
 
+    /// Redacts what the host logs and keeps about this component's errors.
+    pub fn redact(mut self, redact: Redact) -> Self {
+        self.redact = Some(redact);
+        self
+    }
+
     /// The restart policy.
     pub fn restart_policy(&self) -> RestartPolicy {
         self.restart
@@ -255,6 +269,7 @@ impl fmt::Debug for Supervision {
             .field("restart", &self.restart)
             .field("critical", &self.critical)
             .field("rebuild", &self.rebuild.is_some())
+            .field("redact", &self.redact.is_some())
             .finish()
     }
 }

@@ -22,7 +22,8 @@ use std::{
 use isopace_deploy::{DescriptorError, ErrorKind, FileState, ScanReport};
 use isopace_host::{Phase, State};
 use isopace_tests::{
-    FifoWatchdog, Fixture, LogCapture, mkfifo, probe_descriptor, write_atomically,
+    FifoWatchdog, Fixture, LogCapture, SECRET_VALUE, SECRET_VAR, mkfifo, probe_descriptor,
+    write_atomically,
 };
 use serde_json::{Value, json};
 
@@ -68,6 +69,10 @@ fn catalogue() -> Vec<Case> {
         case!("duplicate name", duplicate_name),
         case!("unset variable", unset_variable),
         case!("`enabled` that is not a bool", enabled_not_a_bool),
+        case!(
+            "a substituted secret in a failing config",
+            secret_in_a_failing_config
+        ),
         case!(
             "deploy directory deleted and recreated",
             deploy_dir_deleted_and_recreated
@@ -496,6 +501,42 @@ async fn enabled_not_a_bool(f: &Fixture, _logs: &LogCapture) {
         );
     })
     .await;
+}
+
+async fn secret_in_a_failing_config(f: &Fixture, logs: &LogCapture) {
+    let reference = format!("${{{SECRET_VAR}}}");
+    for (fault, kind) in [
+        ("fail_build", ErrorKind::Build),
+        ("fail_start", ErrorKind::Start),
+    ] {
+        f.write(
+            FAULTY_FILE,
+            probe(FAULTY, json!({ "tag": reference, fault: true })),
+        );
+        let report = f.scan().await;
+        let failure = only_failure(&report);
+        assert_eq!(failure.kind(), &kind, "{failure}");
+        let chain = isopace_host::error_chain(failure);
+        assert!(chain.contains(&format!("tag `{reference}`")), "{chain}");
+        assert!(
+            !chain.contains(SECRET_VALUE),
+            "{fault}: the secret leaked: {chain}"
+        );
+        let status = f.file_status(FAULTY_FILE).expect("a status");
+        let shown = isopace_host::error_chain(status.error.as_ref().expect("an error"));
+        assert!(!shown.contains(SECRET_VALUE), "{shown}");
+        f.remove(FAULTY_FILE);
+        f.scan().await;
+    }
+    let leaked: Vec<_> = logs
+        .records()
+        .into_iter()
+        .filter(|r| format!("{r:?}").contains(SECRET_VALUE))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "log records show the secret: {leaked:#?}"
+    );
 }
 
 // --- Directory-level faults. ----------------------------------------------------------------
