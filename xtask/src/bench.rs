@@ -95,6 +95,12 @@ const TARGETS: &[Target] = &[
         rule: Rule::AtMostNs(1e6),
     },
     Target {
+        what: "exec: child killed to new child running, zero backoff",
+        measured: "exec/killed_child_to_new_child_running",
+        baseline: None,
+        rule: Rule::AtMostNs(5e6),
+    },
+    Target {
         what: "host: start + stop of 100 000 vs 10 000 (linear: within 12x)",
         measured: "host/start_stop/100000",
         baseline: Some("host/start_stop/10000"),
