@@ -1,4 +1,5 @@
 //! Project automation for isopace: `cargo xtask ci` runs every check CI runs, in order.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod tidy;
