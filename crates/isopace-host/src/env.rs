@@ -278,7 +278,7 @@ impl Env {
 
     /// Declares how long this instance's stop may take, instead of the host's stop timeout:
     /// for a component whose stop has a known length of its own (a child process's grace
-    /// period before it is killed). The host's shutdown timeout still caps it. The component
+    /// period before it is killed), capped by the host's shutdown timeout. The component
     /// stays `stopping` until its stop returns or this bound passes.
     pub fn set_stop_timeout(&self, timeout: Duration) {
         if let Some(instance) = &self.instance {

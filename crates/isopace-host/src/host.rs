@@ -630,7 +630,7 @@ impl Host {
             Phase::Stop => instance
                 .as_ref()
                 .and_then(|i| i.stop_timeout())
-                .unwrap_or(settings.stop_timeout),
+                .map_or(settings.stop_timeout, |own| own.min(settings.shutdown_timeout)),
         };
         let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let Slot { component, env } = guard.slot.as_mut().expect("just filled");
