@@ -20,7 +20,7 @@ use crate::{
     error::{ComponentError, Error, Failure, Phase},
     error_chain,
     instance::{Event, EventKind, Instance},
-    status::{ComponentStatus, Key, STATE_GAUGE, Slot, State, Table},
+    status::{ComponentStatus, Draining, Key, STATE_GAUGE, Slot, State, Table},
     supervise::Jitter,
 };
 
@@ -94,6 +94,11 @@ struct Inner {
     generations: AtomicU64,
     jitter: Jitter,
     restarts: Counter,
+    /// Retired instances still stopping in the background, by an id of their own.
+    draining: parking_lot::Mutex<Vec<Retiring>>,
+    /// The background stops, awaited by the host's own stop.
+    drains: tokio_util::task::TaskTracker,
+    next_drain: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +108,9 @@ struct Settings {
     stop_timeout: Duration,
     jitter: f64,
 }
+
+/// A retired instance stopping in the background: its id, name, stop deadline and instance.
+type Retiring = (u64, Arc<str>, SystemTime, Option<Arc<Instance>>);
 
 /// Default spread of restart waits: each is drawn from ±10 % of its nominal value.
 pub const DEFAULT_RESTART_JITTER: f64 = 0.1;
@@ -215,6 +223,9 @@ impl HostBuilder {
                 generations: AtomicU64::new(1),
                 jitter: Jitter::new(self.settings.jitter, seed),
                 restarts,
+                draining: parking_lot::Mutex::new(Vec::new()),
+                drains: tokio_util::task::TaskTracker::new(),
+                next_drain: AtomicU64::new(1),
             }
         });
         Host { inner }
@@ -286,12 +297,17 @@ impl Host {
 
     /// The state of every component, in lifecycle order.
     pub fn status(&self) -> Vec<ComponentStatus> {
-        self.inner.state.lock().table.statuses()
+        let statuses = self.inner.state.lock().table.statuses();
+        statuses
+            .into_iter()
+            .map(|s| self.with_draining(s))
+            .collect()
     }
 
     /// The state of one component.
     pub fn status_of(&self, name: &str) -> Option<ComponentStatus> {
-        self.inner.state.lock().table.status_of(name)
+        let status = self.inner.state.lock().table.status_of(name)?;
+        Some(self.with_draining(status))
     }
 
     /// A receiver that is marked changed whenever a component changes [`State`], is
@@ -446,6 +462,26 @@ impl Host {
                 Err(e) => errors.push(e),
             }
         }
+        // Earlier versions still stopping in the background finish within the same bound.
+        let drains = &self.inner.drains;
+        drains.close();
+        let left = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        let drained = match left {
+            Some(left) => tokio::time::timeout(left, drains.wait()).await.is_ok(),
+            None => {
+                drains.wait().await;
+                true
+            }
+        };
+        drains.reopen();
+        if !drained {
+            let draining = self.inner.draining.lock();
+            stopping.extend(
+                draining
+                    .iter()
+                    .map(|(_, name, ..)| format!("{name} (a previous version)")),
+            );
+        }
         cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Idle;
         self.inner.env.listeners().release_all();
@@ -521,22 +557,8 @@ impl Host {
     ///
     /// The component is removed even when its stop fails; the failure is returned.
     pub async fn undeploy(&self, name: &str) -> Result<(), Error> {
-        self.remove_component(name, "undeploy", true).await
-    }
+        check_reentrant(self.inner.id, "undeploy")?;
 
-    /// Like [`undeploy`](Host::undeploy), but keeps the component's metric series: for a
-    /// redeploy, where the next version under the same name continues them.
-    pub async fn retire(&self, name: &str) -> Result<(), Error> {
-        self.remove_component(name, "retire", false).await
-    }
-
-    async fn remove_component(
-        &self,
-        name: &str,
-        call: &'static str,
-        forget: bool,
-    ) -> Result<(), Error> {
-        check_reentrant(self.inner.id, call)?;
         let _lifecycle = self.inner.lifecycle.lock().await;
         let (key, state) = {
             let slots = self.inner.state.lock();
@@ -547,7 +569,7 @@ impl Host {
             (key, slots.table.state(key))
         };
         // An undeploy abandoned mid-stop still removes the component.
-        let removal = OnCancel::new(|| self.inner.remove(key, forget));
+        let removal = OnCancel::new(|| self.inner.remove(key, true));
         let result = if state == Some(State::Running) {
             self.call(key, Phase::Stop, None)
                 .await
@@ -556,12 +578,91 @@ impl Host {
             Ok(())
         };
         drop(removal);
-        if forget {
-            tracing::info!(component = name, "undeployed");
-        }
+        tracing::info!(component = name, "undeployed");
         result
     }
 
+    /// Stops the named component and removes it, keeping its metric series and listening
+    /// sockets, and lets the tasks it spawned through `Env` finish in the background: for a
+    /// redeploy, where the next version under the same name takes the sockets over without
+    /// waiting for this one's drain.
+    ///
+    /// The component's `stop` runs here, bounded as always, and its failure is returned; the
+    /// name is free when this returns. The instance's tasks are cancelled and get what is
+    /// left of its stop bound (a proxy's open connections drain there); until they end, the
+    /// status of a successor under the same name lists them in
+    /// [`ComponentStatus::draining`]. The host's own stop waits for them within its shutdown
+    /// timeout.
+    pub async fn retire(&self, name: &str) -> Result<(), Error> {
+        check_reentrant(self.inner.id, "retire")?;
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        let (key, running, instance) = {
+            let mut slots = self.inner.state.lock();
+            let key = slots
+                .table
+                .key_of(name)
+                .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+            let running = slots.table.state(key) == Some(State::Running);
+            let instance = slots.table.supervised(key).and_then(|r| r.instance.clone());
+            (key, running, instance)
+        };
+        // A retire abandoned mid-stop still removes the component.
+        let removal = OnCancel::new(|| self.inner.remove(key, false));
+        let began = Instant::now();
+        let result = if running {
+            self.call_draining(key, Phase::Stop, None, false)
+                .await
+                .map_err(Error::Component)
+        } else {
+            Ok(())
+        };
+        drop(removal);
+        let Some(instance) = instance.filter(|_| running) else {
+            return result;
+        };
+        // The instance's tasks (a proxy's open connections) finish in the background,
+        // within what is left of its stop bound.
+        let settings = self.inner.settings;
+        let bound = instance
+            .stop_timeout()
+            .map_or(settings.stop_timeout, |own| own.min(settings.shutdown_timeout));
+        let left = bound.saturating_sub(began.elapsed());
+        let id = self.inner.next_drain.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = Arc::from(name);
+        self.inner.draining.lock().push((
+            id,
+            Arc::clone(&name),
+            SystemTime::now() + left,
+            Some(Arc::clone(&instance)),
+        ));
+        let weak = self.downgrade();
+        self.inner.drains.spawn(async move {
+            drain(&name, &instance, left).await;
+            if let Some(host) = weak.upgrade() {
+                host.inner.draining.lock().retain(|(i, ..)| *i != id);
+                host.inner.state.lock().table.touch();
+            }
+        });
+        result
+    }
+
+    /// Adds the background stops of earlier versions to a status.
+    fn with_draining(&self, mut status: ComponentStatus) -> ComponentStatus {
+        status.draining = self
+            .inner
+            .draining
+            .lock()
+            .iter()
+            .filter(|(_, name, ..)| **name == *status.name)
+            .map(|(_, _, until, instance)| Draining {
+                until: *until,
+                details: instance
+                    .as_ref()
+                    .and_then(|i| i.live.read(|l| l.details.clone())),
+            })
+            .collect();
+        status
+    }
     /// Starts the host, waits for `shutdown` to complete, then stops within the shutdown
     /// timeout.
     ///
@@ -581,6 +682,18 @@ impl Host {
         key: Key,
         phase: Phase,
         limit: Option<Duration>,
+    ) -> Result<(), ComponentError> {
+        self.call_draining(key, phase, limit, true).await
+    }
+
+    /// [`call`](Host::call); for a stop, `drain_now` says whether to wait for the
+    /// instance's tasks here (or leave that to the caller).
+    async fn call_draining(
+        &self,
+        key: Key,
+        phase: Phase,
+        limit: Option<Duration>,
+        drain_now: bool,
     ) -> Result<(), ComponentError> {
         let transient = match phase {
             Phase::Start => State::Starting,
@@ -630,7 +743,9 @@ impl Host {
             Phase::Stop => instance
                 .as_ref()
                 .and_then(|i| i.stop_timeout())
-                .map_or(settings.stop_timeout, |own| own.min(settings.shutdown_timeout)),
+                .map_or(settings.stop_timeout, |own| {
+                    own.min(settings.shutdown_timeout)
+                }),
         };
         let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let Slot { component, env } = guard.slot.as_mut().expect("just filled");
@@ -644,7 +759,7 @@ impl Host {
         .run(&name, &mut **component)
         .await;
         match (phase, &instance) {
-            (Phase::Stop, Some(instance)) => {
+            (Phase::Stop, Some(instance)) if drain_now => {
                 elapsed += drain(&name, instance, timeout.saturating_sub(elapsed)).await;
             }
             (Phase::Start, Some(instance)) if result.is_ok() => {

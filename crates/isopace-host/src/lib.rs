@@ -27,7 +27,7 @@ pub use host::{
 /// An error and its sources joined with ": " (re-exported from `isopace-observe`).
 pub use isopace_observe::error_chain;
 pub use listen::{DEFAULT_BACKLOG, ListenAddr, ListenAddrError, Listener};
-pub use status::{ComponentStatus, STATE_GAUGE, State};
+pub use status::{ComponentStatus, Draining, STATE_GAUGE, State};
 pub use supervise::{Health, Rebuild, Redact, Restart, RestartPolicy, Supervision};
 /// Cancellation for a component's tasks (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;

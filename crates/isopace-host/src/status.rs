@@ -108,6 +108,9 @@ pub struct ComponentStatus {
     /// What the component published about itself through
     /// [`Env::set_details`](crate::Env::set_details), if anything.
     pub details: Option<Value>,
+    /// Earlier versions of it still stopping in the background, after a
+    /// [`retire`](crate::Host::retire).
+    pub draining: Vec<Draining>,
 }
 
 /// A registered component and the env scoped to it (bound to its current instance once
@@ -175,6 +178,12 @@ impl Table {
     /// A receiver marked changed whenever a component changes state, is added or removed.
     pub(crate) fn subscribe(&self) -> watch::Receiver<()> {
         self.changes.subscribe()
+    }
+
+    /// Tells subscribers that something in a status changed outside the table (a
+    /// background stop ended).
+    pub(crate) fn touch(&self) {
+        self.changes.send_replace(());
     }
 
     /// Moves `name`'s state gauge from `from` (if any) to `to`, and tells subscribers.
@@ -390,6 +399,17 @@ impl Table {
     }
 }
 
+/// A retired instance of a component whose tasks still finish in the background (a proxy
+/// draining its open connections), shown in the status of the component that replaced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Draining {
+    /// When its stop bound runs out.
+    pub until: SystemTime,
+    /// What it published last (a proxy's open connections, for example).
+    pub details: Option<Value>,
+}
+
 /// The parts of a row the supervisor reads and changes.
 pub(crate) struct Supervised<'a> {
     pub(crate) supervision: &'a Supervision,
@@ -417,6 +437,7 @@ impl Row {
             last_error_at: self.last_error_at,
             next_try: self.next_try,
             details,
+            draining: Vec::new(),
         }
     }
 }

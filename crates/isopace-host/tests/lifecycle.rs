@@ -1,96 +1,12 @@
 //! Lifecycle behaviour of `Host`: order, unwinding, deploy/undeploy, timeouts, panics, re-entry.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use isopace_host::{
     BoxError, Component, Env, Error, Failure, Host, Phase, State, WeakHost, async_trait,
 };
+use isopace_testkit::{Act, Lifecycle, Probe, ProbeError, write_atomically};
 use parking_lot::Mutex;
-
-/// What a probe does in start or stop.
-#[derive(Clone, Debug)]
-enum Act {
-    Ok,
-    Fail(&'static str),
-    Hang,
-    Panic,
-    Sleep(Duration),
-}
-
-#[derive(Debug)]
-struct Boom(&'static str);
-
-impl fmt::Display for Boom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "boom: {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
-
-type Log = Arc<Mutex<Vec<String>>>;
-
-struct Probe {
-    name: String,
-    log: Log,
-    on_start: Act,
-    on_stop: Act,
-}
-
-impl Probe {
-    fn new(name: &str, log: &Log) -> Self {
-        Probe {
-            name: name.to_owned(),
-            log: Arc::clone(log),
-            on_start: Act::Ok,
-            on_stop: Act::Ok,
-        }
-    }
-    fn start_does(mut self, act: Act) -> Self {
-        self.on_start = act;
-        self
-    }
-    fn stop_does(mut self, act: Act) -> Self {
-        self.on_stop = act;
-        self
-    }
-}
-
-async fn act(act: &Act) -> Result<(), BoxError> {
-    match act {
-        Act::Ok => Ok(()),
-        Act::Fail(why) => Err(Box::new(Boom(why))),
-        Act::Hang => std::future::pending().await,
-        Act::Panic => panic!("probe panicked on purpose"),
-        Act::Sleep(d) => {
-            tokio::time::sleep(*d).await;
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Component for Probe {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
-        self.log.lock().push(format!("{}:start", self.name));
-        act(&self.on_start).await
-    }
-    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        self.log.lock().push(format!("{}:stop", self.name));
-        act(&self.on_stop).await
-    }
-}
-
-fn log() -> Log {
-    Arc::new(Mutex::new(Vec::new()))
-}
-
-fn events(log: &Log) -> Vec<String> {
-    std::mem::take(&mut *log.lock())
-}
 
 fn quick_host() -> Host {
     Host::builder()
@@ -102,16 +18,16 @@ fn quick_host() -> Host {
 
 #[tokio::test]
 async fn starts_in_order_and_stops_in_reverse() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
     for name in ["a", "b", "c"] {
-        host.register(Probe::new(name, &log)).unwrap();
+        host.register(Probe::new(name, &lifecycle)).unwrap();
     }
     host.start().await.unwrap();
     assert!(host.is_running());
     host.stop().await.unwrap();
     assert_eq!(
-        events(&log),
+        lifecycle.take_calls(),
         [
             "a:start", "b:start", "c:start", "c:stop", "b:stop", "a:stop"
         ]
@@ -119,20 +35,20 @@ async fn starts_in_order_and_stops_in_reverse() {
     // Stopped hosts start again.
     host.start().await.unwrap();
     host.stop().await.unwrap();
-    assert_eq!(events(&log).len(), 6);
+    assert_eq!(lifecycle.take_calls().len(), 6);
 }
 
 #[tokio::test]
 async fn a_start_failure_unwinds_only_what_started() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("b", &log).start_does(Act::Fail("no route")))
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("b", &lifecycle).start_does(Act::fail("no route")))
         .unwrap();
-    host.register(Probe::new("c", &log)).unwrap();
+    host.register(Probe::new("c", &lifecycle)).unwrap();
     let err = host.start().await.unwrap_err();
     // b gets the stop the Component contract promises after a failed start; c is untouched.
-    assert_eq!(events(&log), ["a:start", "b:start", "b:stop", "a:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["a:start", "b:start", "b:stop", "a:stop"]);
     let Error::Start { failure, unwind } = &err else {
         panic!("expected a start error, got {err:?}");
     };
@@ -142,7 +58,7 @@ async fn a_start_failure_unwinds_only_what_started() {
     // The original error is reachable through the source chain.
     let cause = std::error::Error::source(&err)
         .and_then(std::error::Error::source)
-        .and_then(|e| e.downcast_ref::<Boom>())
+        .and_then(|e| e.downcast_ref::<ProbeError>())
         .expect("b's error in the chain");
     assert_eq!(cause.0, "no route");
     assert!(!host.is_running());
@@ -160,11 +76,11 @@ async fn a_start_failure_unwinds_only_what_started() {
 
 #[tokio::test]
 async fn an_unwind_stop_failure_is_in_the_start_error() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log).stop_does(Act::Fail("stuck socket")))
+    host.register(Probe::new("a", &lifecycle).stop_does(Act::fail("stuck socket")))
         .unwrap();
-    host.register(Probe::new("b", &log).start_does(Act::Fail("no route")))
+    host.register(Probe::new("b", &lifecycle).start_does(Act::fail("no route")))
         .unwrap();
     let err = host.start().await.unwrap_err();
     let Error::Start { failure, unwind } = &err else {
@@ -175,41 +91,41 @@ async fn an_unwind_stop_failure_is_in_the_start_error() {
     assert_eq!(unwind[0].component(), "a");
     assert_eq!(unwind[0].phase(), Phase::Stop);
     let sources: Vec<String> = err.sources().map(|s| s.to_string()).collect();
-    assert_eq!(sources, ["boom: no route", "boom: stuck socket"]);
+    assert_eq!(sources, ["no route", "stuck socket"]);
     assert!(err.to_string().contains("`a`"), "{err}");
 }
 
 #[tokio::test]
 async fn duplicate_names_and_register_after_start_are_refused() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    let err = host.register(Probe::new("a", &log)).unwrap_err();
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    let err = host.register(Probe::new("a", &lifecycle)).unwrap_err();
     assert!(matches!(&err, Error::Duplicate(n) if n == "a"), "{err:?}");
     assert_eq!(err.to_string(), "component `a` is already registered");
     host.start().await.unwrap();
     assert!(matches!(
-        host.register(Probe::new("z", &log)),
+        host.register(Probe::new("z", &lifecycle)),
         Err(Error::Running)
     ));
     assert!(matches!(host.start().await, Err(Error::Running)));
-    let err = host.deploy(Probe::new("a", &log)).await.unwrap_err();
+    let err = host.deploy(Probe::new("a", &lifecycle)).await.unwrap_err();
     assert!(matches!(&err, Error::Duplicate(n) if n == "a"), "{err:?}");
     host.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn deploy_and_undeploy_while_running() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("base", &log)).unwrap();
+    host.register(Probe::new("base", &lifecycle)).unwrap();
     host.start().await.unwrap();
-    events(&log);
-    host.deploy(Probe::new("live", &log)).await.unwrap();
+    lifecycle.take_calls();
+    host.deploy(Probe::new("live", &lifecycle)).await.unwrap();
     assert_eq!(host.components(), ["base", "live"]);
     assert_eq!(host.status_of("live").unwrap().state, State::Running);
     host.undeploy("live").await.unwrap();
-    assert_eq!(events(&log), ["live:start", "live:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["live:start", "live:stop"]);
     assert_eq!(host.components(), ["base"]);
     let err = host.undeploy("ghost").await.unwrap_err();
     assert!(
@@ -222,11 +138,11 @@ async fn deploy_and_undeploy_while_running() {
 
 #[tokio::test]
 async fn a_deploy_whose_start_fails_leaves_nothing_registered() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
     host.start().await.unwrap();
     let err = host
-        .deploy(Probe::new("bad", &log).start_does(Act::Fail("bind")))
+        .deploy(Probe::new("bad", &lifecycle).start_does(Act::fail("bind")))
         .await
         .unwrap_err();
     assert!(
@@ -234,29 +150,29 @@ async fn a_deploy_whose_start_fails_leaves_nothing_registered() {
         "{err:?}"
     );
     assert!(host.components().is_empty());
-    assert_eq!(events(&log), ["bad:start", "bad:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["bad:start", "bad:stop"]);
     // The name is free again.
-    host.deploy(Probe::new("bad", &log)).await.unwrap();
+    host.deploy(Probe::new("bad", &lifecycle)).await.unwrap();
     host.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn deploy_before_start_registers() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.deploy(Probe::new("a", &log)).await.unwrap();
-    assert!(events(&log).is_empty());
+    host.deploy(Probe::new("a", &lifecycle)).await.unwrap();
+    assert!(lifecycle.take_calls().is_empty());
     assert_eq!(host.status_of("a").unwrap().state, State::Stopped);
     host.start().await.unwrap();
-    assert_eq!(events(&log), ["a:start"]);
+    assert_eq!(lifecycle.take_calls(), ["a:start"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn run_stops_when_the_shutdown_future_completes() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("b", &log)).unwrap();
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("b", &lifecycle)).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn({
         let host = host.clone();
@@ -267,20 +183,22 @@ async fn run_stops_when_the_shutdown_future_completes() {
             .await
         }
     });
+    // A minute of paused time: `run` had every chance to return early, and has not.
     tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!running.is_finished());
     assert!(host.is_running());
-    assert_eq!(events(&log), ["a:start", "b:start"]);
+    assert_eq!(lifecycle.take_calls(), ["a:start", "b:start"]);
     tx.send(()).unwrap();
     running.await.unwrap().unwrap();
-    assert_eq!(events(&log), ["b:stop", "a:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["b:stop", "a:stop"]);
     assert!(!host.is_running());
 }
 
 #[tokio::test(start_paused = true)]
 async fn run_returns_the_start_error_without_waiting() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log).start_does(Act::Fail("config")))
+    host.register(Probe::new("a", &lifecycle).start_does(Act::fail("config")))
         .unwrap();
     let err = host.run(std::future::pending()).await.unwrap_err();
     assert!(matches!(err, Error::Start { .. }), "{err:?}");
@@ -288,10 +206,10 @@ async fn run_returns_the_start_error_without_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_that_hangs_times_out_and_is_reported() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("slow", &log).start_does(Act::Hang))
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("slow", &lifecycle).start_does(Act::Hang))
         .unwrap();
     let started = tokio::time::Instant::now();
     let err = host.start().await.unwrap_err();
@@ -306,7 +224,7 @@ async fn a_start_that_hangs_times_out_and_is_reported() {
         "component `slow` did not start within 5s"
     );
     assert_eq!(
-        events(&log),
+        lifecycle.take_calls(),
         ["a:start", "slow:start", "slow:stop", "a:stop"]
     );
     // The host keeps working.
@@ -317,12 +235,12 @@ async fn a_start_that_hangs_times_out_and_is_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_that_hangs_during_shutdown_is_named() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("stuck", &log).stop_does(Act::Hang))
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("stuck", &lifecycle).stop_does(Act::Hang))
         .unwrap();
-    host.register(Probe::new("c", &log)).unwrap();
+    host.register(Probe::new("c", &lifecycle)).unwrap();
     let err = host.run(async {}).await.unwrap_err();
     let Error::Stop(errors) = &err else {
         panic!("expected stop errors, got {err:?}");
@@ -333,7 +251,7 @@ async fn a_stop_that_hangs_during_shutdown_is_named() {
     assert!(matches!(errors[0].failure(), Failure::TimedOut(_)));
     // Every other component was still stopped, in reverse order.
     assert_eq!(
-        events(&log),
+        lifecycle.take_calls(),
         [
             "a:start",
             "stuck:start",
@@ -349,13 +267,13 @@ async fn a_stop_that_hangs_during_shutdown_is_named() {
 
 #[tokio::test(start_paused = true)]
 async fn running_past_the_shutdown_timeout_names_what_is_still_stopping() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = Host::builder()
         .stop_timeout(Duration::from_secs(60))
         .shutdown_timeout(Duration::from_secs(10))
         .build();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("slow", &log).stop_does(Act::Sleep(Duration::from_secs(30))))
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("slow", &lifecycle).stop_does(Act::Sleep(Duration::from_secs(30))))
         .unwrap();
     let started = tokio::time::Instant::now();
     let err = host.run(async {}).await.unwrap_err();
@@ -372,9 +290,9 @@ async fn running_past_the_shutdown_timeout_names_what_is_still_stopping() {
 
 #[tokio::test(start_paused = true)]
 async fn panics_in_start_and_stop_are_caught_and_named() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log).stop_does(Act::Panic))
+    host.register(Probe::new("a", &lifecycle).stop_does(Act::Panic))
         .unwrap();
     host.start().await.unwrap();
     let err = host.stop().await.unwrap_err();
@@ -382,15 +300,15 @@ async fn panics_in_start_and_stop_are_caught_and_named() {
         panic!("expected stop errors, got {err:?}");
     };
     assert!(
-        matches!(errors[0].failure(), Failure::Panicked(m) if m == "probe panicked on purpose")
+        matches!(errors[0].failure(), Failure::Panicked(m) if m == "probe `a` asked to panic in stop")
     );
     assert_eq!(
         errors[0].to_string(),
-        "component `a` panicked in stop: probe panicked on purpose"
+        "component `a` panicked in stop: probe `a` asked to panic in stop"
     );
 
     let err = host
-        .deploy(Probe::new("b", &log).start_does(Act::Panic))
+        .deploy(Probe::new("b", &lifecycle).start_does(Act::Panic))
         .await;
     // Not running: deploy only registers.
     assert!(err.is_ok());
@@ -418,8 +336,8 @@ impl Component for Reentrant {
     }
     async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
         let host = self.host.upgrade().expect("host alive");
-        let log = log();
-        let result = host.deploy(Probe::new("inner", &log)).await;
+        let lifecycle = Lifecycle::new();
+        let result = host.deploy(Probe::new("inner", &lifecycle)).await;
         *self.seen.lock() = result.err();
         Ok(())
     }
@@ -453,7 +371,7 @@ async fn a_reentrant_deploy_from_start_is_an_error_not_a_deadlock() {
 /// A component that deploys another from its background task.
 struct Spawner {
     host: WeakHost,
-    log: Log,
+    lifecycle: Lifecycle,
     done: Option<tokio::sync::oneshot::Sender<Result<(), Error>>>,
 }
 
@@ -464,11 +382,11 @@ impl Component for Spawner {
     }
     async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
         let host = self.host.clone();
-        let log = Arc::clone(&self.log);
+        let lifecycle = self.lifecycle.clone();
         let done = self.done.take().expect("started once");
         env.spawn(async move {
             let host = host.upgrade().expect("host alive");
-            let _ = done.send(host.deploy(Probe::new("child", &log)).await);
+            let _ = done.send(host.deploy(Probe::new("child", &lifecycle)).await);
         });
         Ok(())
     }
@@ -479,12 +397,12 @@ impl Component for Spawner {
 
 #[tokio::test]
 async fn deploy_from_a_background_task_works() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
     let (tx, rx) = tokio::sync::oneshot::channel();
     host.register(Spawner {
         host: host.downgrade(),
-        log: Arc::clone(&log),
+        lifecycle: lifecycle.clone(),
         done: Some(tx),
     })
     .unwrap();
@@ -493,14 +411,14 @@ async fn deploy_from_a_background_task_works() {
     assert_eq!(host.components(), ["spawner", "child"]);
     assert_eq!(host.status_of("child").unwrap().state, State::Running);
     host.stop().await.unwrap();
-    assert_eq!(events(&log), ["child:start", "child:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["child:start", "child:stop"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn status_follows_the_whole_lifecycle() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log).start_does(Act::Sleep(Duration::from_secs(1))))
+    host.register(Probe::new("a", &lifecycle).start_does(Act::Sleep(Duration::from_secs(1))))
         .unwrap();
     let before = host.status_of("a").unwrap();
     assert_eq!(before.state, State::Stopped);
@@ -520,7 +438,7 @@ async fn status_follows_the_whole_lifecycle() {
     host.stop().await.unwrap();
     assert_eq!(host.status_of("a").unwrap().state, State::Stopped);
 
-    host.register(Probe::new("b", &log).start_does(Act::Fail("nope")))
+    host.register(Probe::new("b", &lifecycle).start_does(Act::fail("nope")))
         .unwrap();
     host.start().await.unwrap_err();
     let statuses = host.status();
@@ -528,28 +446,28 @@ async fn status_follows_the_whole_lifecycle() {
     assert_eq!(statuses[1].state, State::Failed);
     assert_eq!(
         statuses[1].last_error.as_deref(),
-        Some("component `b` failed to start: boom: nope")
+        Some("component `b` failed to start: nope")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deploy_and_undeploy_leave_a_consistent_set() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
     host.start().await.unwrap();
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let host = host.clone();
-            let log = Arc::clone(&log);
+            let lifecycle = lifecycle.clone();
             tokio::spawn(async move {
                 let name = format!("c{i}");
                 for _ in 0..10 {
-                    host.deploy(Probe::new(&name, &log)).await.unwrap();
+                    host.deploy(Probe::new(&name, &lifecycle)).await.unwrap();
                     host.undeploy(&name).await.unwrap();
                 }
                 // Even tasks leave their component deployed.
                 if i % 2 == 0 {
-                    host.deploy(Probe::new(&name, &log)).await.unwrap();
+                    host.deploy(Probe::new(&name, &lifecycle)).await.unwrap();
                 }
             })
         })
@@ -563,9 +481,9 @@ async fn concurrent_deploy_and_undeploy_leave_a_consistent_set() {
     expected.sort();
     assert_eq!(names, expected);
     assert!(host.status().iter().all(|s| s.state == State::Running));
-    let events = events(&log);
-    let starts = events.iter().filter(|e| e.ends_with(":start")).count();
-    let stops = events.iter().filter(|e| e.ends_with(":stop")).count();
+    let calls = lifecycle.take_calls();
+    let starts = calls.iter().filter(|e| e.ends_with(":start")).count();
+    let stops = calls.iter().filter(|e| e.ends_with(":stop")).count();
     assert_eq!((starts, stops), (64 * 10 + 32, 64 * 10));
     host.stop().await.unwrap();
 }
@@ -607,15 +525,15 @@ async fn dropping_the_last_handle_releases_every_component() {
 
 #[tokio::test(start_paused = true)]
 async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
-    let log = log();
+    let lifecycle = Lifecycle::new();
     let host = quick_host();
-    host.register(Probe::new("a", &log)).unwrap();
-    host.register(Probe::new("slow-stop", &log).stop_does(Act::Sleep(Duration::from_secs(3))))
+    host.register(Probe::new("a", &lifecycle)).unwrap();
+    host.register(Probe::new("slow-stop", &lifecycle).stop_does(Act::Sleep(Duration::from_secs(3))))
         .unwrap();
     host.start().await.unwrap();
 
     // A deploy dropped mid-start leaves nothing registered.
-    let deploy = host.deploy(Probe::new("hang", &log).start_does(Act::Hang));
+    let deploy = host.deploy(Probe::new("hang", &lifecycle).start_does(Act::Hang));
     assert!(
         tokio::time::timeout(Duration::from_secs(1), deploy)
             .await
@@ -646,7 +564,7 @@ async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
             .is_err()
     );
     assert_eq!(host.components(), ["a"]);
-    host.deploy(Probe::new("slow-stop", &log)).await.unwrap();
+    host.deploy(Probe::new("slow-stop", &lifecycle)).await.unwrap();
     host.stop().await.unwrap();
 }
 
@@ -669,9 +587,7 @@ async fn the_config_watcher_is_a_supervised_component() {
     host.start().await.unwrap();
     assert_eq!(host.components(), ["config-watcher"]);
 
-    let tmp = dir.path().join("app.json.tmp");
-    std::fs::write(&tmp, r#"{"logging": {"level": "debug"}}"#).unwrap();
-    std::fs::rename(&tmp, &file).unwrap();
+    write_atomically(&file, r#"{"logging": {"level": "debug"}}"#);
     let level = tokio::time::timeout(Duration::from_secs(5), reloaded.recv())
         .await
         .expect("reloaded within 5 s");
@@ -691,11 +607,11 @@ async fn lifecycle_calls_are_measured_through_the_observer() {
         .observer(Arc::new(metrics.clone()))
         .start_timeout(Duration::from_secs(5))
         .build();
-    let log = log();
-    host.register(Probe::new("a", &log)).unwrap();
+    let lifecycle = Lifecycle::new();
+    host.register(Probe::new("a", &lifecycle)).unwrap();
     host.start().await.unwrap();
     let err = host
-        .deploy(Probe::new("b", &log).start_does(Act::Fail("x")))
+        .deploy(Probe::new("b", &lifecycle).start_does(Act::fail("x")))
         .await;
     assert!(err.is_err());
     host.stop().await.unwrap();

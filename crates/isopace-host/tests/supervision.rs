@@ -463,3 +463,96 @@ async fn a_component_may_declare_a_longer_stop_bound_and_stays_stopping_until_it
     assert!(host.status_of("slow").is_none());
     host.stop().await.unwrap();
 }
+
+/// Publishes how many connections it holds; its connection task takes `drain` to finish
+/// once cancelled, as a proxy's open connections do.
+struct Draining {
+    drain: Duration,
+}
+
+#[async_trait]
+impl Component for Draining {
+    fn name(&self) -> &str {
+        "edge"
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        env.set_details(serde_json::json!({ "connections": 3 }));
+        let (cancelled, drain) = (env.cancelled(), self.drain);
+        env.spawn(async move {
+            cancelled.await;
+            tokio::time::sleep(drain).await;
+        });
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_version_drains_in_the_background_and_shows_in_its_successor() {
+    let host = Host::builder()
+        .stop_timeout(Duration::from_secs(10))
+        .shutdown_timeout(Duration::from_secs(30))
+        .build();
+    host.start().await.unwrap();
+    host.deploy(Draining {
+        drain: Duration::from_secs(3),
+    })
+    .await
+    .unwrap();
+    let began = tokio::time::Instant::now();
+    host.retire("edge").await.unwrap();
+    assert_eq!(
+        began.elapsed(),
+        Duration::ZERO,
+        "retire does not wait for the drain"
+    );
+    host.deploy(Draining {
+        drain: Duration::ZERO,
+    })
+    .await
+    .unwrap();
+    let status = host.status_of("edge").unwrap();
+    assert_eq!(status.state, State::Running);
+    let [old] = &status.draining[..] else {
+        panic!("one draining version: {status:?}");
+    };
+    assert_eq!(old.details, Some(serde_json::json!({ "connections": 3 })));
+    assert!(old.until > std::time::SystemTime::now());
+
+    advance(Duration::from_secs(3)).await;
+    assert!(host.status_of("edge").unwrap().draining.is_empty());
+
+    // The host's stop waits for a drain in progress, within the shutdown timeout.
+    host.retire("edge").await.unwrap();
+    host.deploy(Draining {
+        drain: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    host.retire("edge").await.unwrap();
+    let began = tokio::time::Instant::now();
+    host.stop().await.unwrap();
+    assert_eq!(began.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_past_the_shutdown_timeout_is_named() {
+    let host = Host::builder()
+        .stop_timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_secs(2))
+        .build();
+    host.start().await.unwrap();
+    host.deploy(Draining {
+        drain: Duration::from_secs(50),
+    })
+    .await
+    .unwrap();
+    host.retire("edge").await.unwrap();
+    let err = host.stop_within(Duration::from_secs(2)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("edge (a previous version)"),
+        "{err}"
+    );
+}
