@@ -13,7 +13,7 @@ use isopace_deploy::{Deployer, FileStatus, ScanReport};
 use isopace_host::{Host, State};
 use isopace_observe::MetricsRegistry;
 
-use crate::{Lifecycle, probe_registry};
+use isopace_testkit::{Lifecycle, probe_registry, write_atomically};
 
 /// A variable of the fixture's environment that stands for a secret.
 pub const SECRET_VAR: &str = "PROBE_SECRET";
@@ -152,7 +152,7 @@ impl Fixture {
     /// Writes `file` through a hidden temporary file and a rename, as editors and
     /// `kubectl cp` do.
     pub fn write(&self, file: &str, contents: impl AsRef<[u8]>) {
-        write_atomically(&self.path(file), contents.as_ref());
+        write_atomically(self.path(file), contents);
     }
 
     /// Overwrites `file` in place (truncate, then write), as `echo > file` does.
@@ -211,17 +211,4 @@ impl fmt::Debug for Fixture {
             .field("deployer", &self.deployer)
             .finish()
     }
-}
-
-/// Writes `path` through a hidden temporary file in the same directory and a rename, so a
-/// scan sees either the old content or the new, never a partial write.
-pub fn write_atomically(path: &Path, contents: &[u8]) {
-    let name = path
-        .file_name()
-        .expect("a file path")
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }

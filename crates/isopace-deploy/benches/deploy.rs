@@ -6,60 +6,17 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use isopace_deploy::{Deployer, Registry};
-use isopace_host::{BoxError, Component, Env, Host, async_trait};
-use tokio::sync::mpsc;
-
-struct Probe {
-    name: String,
-    tag: u64,
-    started: Option<mpsc::UnboundedSender<u64>>,
-}
-
-#[async_trait]
-impl Component for Probe {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
-        if let Some(started) = &self.started {
-            let _ = started.send(self.tag);
-        }
-        Ok(())
-    }
-    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-fn registry(started: Option<mpsc::UnboundedSender<u64>>) -> Arc<Registry> {
-    let mut registry = Registry::new();
-    registry
-        .register(
-            "probe",
-            "benchmark probe",
-            serde_json::json!({ "tag": 1 }),
-            move |name: &str, config: serde_json::Value, _env: &Env| {
-                Ok(Probe {
-                    name: name.to_owned(),
-                    tag: config["tag"].as_u64().unwrap_or(0),
-                    started: started.clone(),
-                })
-            },
-        )
-        .expect("one registration");
-    Arc::new(registry)
-}
+use isopace_deploy::Deployer;
+use isopace_host::Host;
+use isopace_testkit::{Lifecycle, probe_descriptor, probe_registry};
+use serde_json::json;
 
 fn descriptor(name: &str, tag: u64) -> String {
-    format!(
-        r#"{{"name": "{name}", "type": "probe", "config": {{"tag": {tag}, "listen": "127.0.0.1:7000", "upstream": "127.0.0.1:7001"}}}}"#
-    )
+    probe_descriptor(name, &json!({ "tag": tag.to_string() }))
 }
 
 /// The deployer's loop and its blocking reads need more than one thread.
@@ -110,7 +67,7 @@ fn rescan_unchanged(c: &mut Criterion) {
     }
     let host = Host::builder().build();
     rt.block_on(host.start()).expect("start");
-    let deployer = Deployer::builder(&host, registry(None), dir.path()).build();
+    let deployer = Deployer::builder(&host, probe_registry(&Lifecycle::new()), dir.path()).build();
     let first = rt.block_on(deployer.scan()).expect("first scan");
     assert_eq!(first.deployed.len(), FILES);
 
@@ -135,9 +92,13 @@ fn redeploy_latency(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edge.json");
     fs::write(&path, descriptor("edge", 0)).expect("write");
-    let (tx, mut started) = mpsc::unbounded_channel();
+    let lifecycle = Lifecycle::new();
+    let running = |tag: u64| {
+        let tag = tag.to_string();
+        move |l: &Lifecycle| l.running_tag("edge").as_deref() == Some(tag.as_str())
+    };
     let host = Host::builder().build();
-    let deployer = Deployer::builder(&host, registry(Some(tx)), dir.path())
+    let deployer = Deployer::builder(&host, probe_registry(&lifecycle), dir.path())
         .scan_interval(Duration::from_secs(3600))
         .build();
     let handle = deployer.handle();
@@ -145,7 +106,7 @@ fn redeploy_latency(c: &mut Criterion) {
     rt.block_on(async {
         host.start().await.expect("start");
         handle.wait_initial_scan().await;
-        assert_eq!(started.recv().await, Some(0));
+        lifecycle.wait_until(running(0)).await;
     });
 
     let mut tag = 0;
@@ -156,13 +117,7 @@ fn redeploy_latency(c: &mut Criterion) {
         fs::write(&tmp, descriptor("edge", tag)).expect("write");
         let began = Instant::now();
         fs::rename(&tmp, &path).expect("rename");
-        rt.block_on(async {
-            while let Some(seen) = started.recv().await {
-                if seen == tag {
-                    break;
-                }
-            }
-        });
+        rt.block_on(lifecycle.wait_until(running(tag)));
         let latency = began.elapsed();
         latencies.push(latency);
         latency

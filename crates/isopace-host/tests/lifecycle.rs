@@ -48,7 +48,10 @@ async fn a_start_failure_unwinds_only_what_started() {
     host.register(Probe::new("c", &lifecycle)).unwrap();
     let err = host.start().await.unwrap_err();
     // b gets the stop the Component contract promises after a failed start; c is untouched.
-    assert_eq!(lifecycle.take_calls(), ["a:start", "b:start", "b:stop", "a:stop"]);
+    assert_eq!(
+        lifecycle.take_calls(),
+        ["a:start", "b:start", "b:stop", "a:stop"]
+    );
     let Error::Start { failure, unwind } = &err else {
         panic!("expected a start error, got {err:?}");
     };
@@ -528,8 +531,10 @@ async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
     let lifecycle = Lifecycle::new();
     let host = quick_host();
     host.register(Probe::new("a", &lifecycle)).unwrap();
-    host.register(Probe::new("slow-stop", &lifecycle).stop_does(Act::Sleep(Duration::from_secs(3))))
-        .unwrap();
+    host.register(
+        Probe::new("slow-stop", &lifecycle).stop_does(Act::Sleep(Duration::from_secs(3))),
+    )
+    .unwrap();
     host.start().await.unwrap();
 
     // A deploy dropped mid-start leaves nothing registered.
@@ -564,7 +569,9 @@ async fn abandoned_lifecycle_calls_leave_the_host_consistent() {
             .is_err()
     );
     assert_eq!(host.components(), ["a"]);
-    host.deploy(Probe::new("slow-stop", &lifecycle)).await.unwrap();
+    host.deploy(Probe::new("slow-stop", &lifecycle))
+        .await
+        .unwrap();
     host.stop().await.unwrap();
 }
 
