@@ -29,6 +29,19 @@ const BUILTINS_MAY_USE: &[&str] = &[
     "isopace-host",
     "isopace-deploy",
 ];
+/// The test doubles shared by tests and benchmarks. Crates take it as a dev-dependency only,
+/// so it never reaches a build of the daemon or of a library's users.
+const TESTKIT: &str = "isopace-testkit";
+/// What the testkit may depend on: the layers its doubles stand in for or drive.
+const TESTKIT_MAY_USE: &[&str] = &[
+    "isopace-observe",
+    "isopace-config",
+    "isopace-host",
+    "isopace-deploy",
+];
+/// Unpublished crates that are tests themselves: their library re-exports the testkit to
+/// their test binaries, so it is a normal dependency there.
+const TEST_CRATES: &[&str] = &["isopace-tests"];
 /// The CLI crate's source, which is glue: arguments, `run`, commands and `App`.
 const CLI_SRC: &str = "crates/isopace-cli/src";
 /// The CLI's source stays below this many lines in all; capabilities belong in libraries.
@@ -125,12 +138,28 @@ fn dependency_problems(graph: &BTreeMap<String, BTreeSet<Edge>>) -> Vec<String> 
                     edge.kind
                 ));
             }
-            if from == BUILTINS && !BUILTINS_MAY_USE.contains(&edge.to.as_str()) {
+            let dev_testkit = edge.to == TESTKIT && edge.kind == "dev";
+            if from == BUILTINS && !BUILTINS_MAY_USE.contains(&edge.to.as_str()) && !dev_testkit {
                 problems.push(format!(
                     "{BUILTINS} depends on {} ({}); it may use only {}",
                     edge.to,
                     edge.kind,
                     BUILTINS_MAY_USE.join(", ")
+                ));
+            }
+            if edge.to == TESTKIT && !dev_testkit && !TEST_CRATES.contains(&from.as_str()) {
+                problems.push(format!(
+                    "{from} depends on {TESTKIT} ({}); it is for tests and benchmarks: \
+                     take it as a dev-dependency",
+                    edge.kind
+                ));
+            }
+            if from == TESTKIT && !TESTKIT_MAY_USE.contains(&edge.to.as_str()) {
+                problems.push(format!(
+                    "{TESTKIT} depends on {} ({}); it may use only {}",
+                    edge.to,
+                    edge.kind,
+                    TESTKIT_MAY_USE.join(", ")
                 ));
             }
         }
@@ -337,6 +366,53 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].starts_with("isopace-builtins depends on isopace-tests (dev)"));
         assert!(problems[1].starts_with("isopace-deploy depends on isopace-builtins"));
+    }
+
+    #[test]
+    fn dependency_check_keeps_the_testkit_a_dev_dependency() {
+        let graph = BTreeMap::from([
+            (
+                "isopace-testkit".to_owned(),
+                BTreeSet::from([
+                    edge("isopace-deploy", "normal", false),
+                    edge("isopace-host", "normal", false),
+                    edge("isopace-tests", "dev", false),
+                ]),
+            ),
+            (
+                "isopace-deploy".to_owned(),
+                BTreeSet::from([edge("isopace-testkit", "normal", false)]),
+            ),
+            (
+                "isopace-host".to_owned(),
+                BTreeSet::from([edge("isopace-testkit", "dev", false)]),
+            ),
+            (
+                "isopace-builtins".to_owned(),
+                BTreeSet::from([
+                    edge("isopace-host", "normal", false),
+                    edge("isopace-testkit", "build", false),
+                    edge("isopace-testkit", "dev", false),
+                ]),
+            ),
+            (
+                "isopace-tests".to_owned(),
+                BTreeSet::from([edge("isopace-testkit", "normal", false)]),
+            ),
+        ]);
+        let problems = dependency_problems(&graph);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        // A build-dependency is no dev-dependency: neither a testkit edge nor a builtins one.
+        assert!(problems[0].starts_with("isopace-builtins depends on isopace-testkit (build);"));
+        assert!(problems[1].starts_with(
+            "isopace-builtins depends on isopace-testkit (build); it is for tests and benchmarks"
+        ));
+        assert_eq!(
+            problems[2],
+            "isopace-deploy depends on isopace-testkit (normal); it is for tests and \
+             benchmarks: take it as a dev-dependency"
+        );
+        assert!(problems[3].starts_with("isopace-testkit depends on isopace-tests (dev);"));
     }
 
     #[test]
