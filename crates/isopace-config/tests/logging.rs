@@ -149,8 +149,11 @@ async fn a_failed_watcher_reload_is_logged_at_error_level_once_with_its_source()
 
     std::fs::write(&file, "{\"n\": \n").unwrap();
     wait_for_errors(&capture, 1).await;
-    // Ten more polls of the same broken content add no more errors.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Ten more polls of the same broken content add no more errors: on the paused clock
+    // each 5 ms that passes is a poll that ran (time stands still while it reads the file on a
+    // blocking thread), and the next error, for the removed file, shows the watcher still
+    // polled after them.
+    tokio::time::sleep(Duration::from_millis(52)).await;
 
     let errors = capture.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -174,6 +177,7 @@ async fn a_failed_watcher_reload_is_logged_at_error_level_once_with_its_source()
     wait_for_errors(&capture, 2).await;
     watcher.stop().await.unwrap();
     let errors = capture.errors();
+    assert_eq!(errors.len(), 2, "{errors:?}");
     let error = &errors[1].errors[0];
     assert!(
         error.message.starts_with("cannot read config file "),

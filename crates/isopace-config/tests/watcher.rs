@@ -2,7 +2,7 @@
 //!
 //! These wait for the file system in real time, returning as soon as the change is seen and
 //! giving up after a generous bound. Event tests poll only once an hour, so only a
-//! file-system event can make them pass.
+//! file-system event can make them pass. A test that counts polls runs on paused time.
 
 use std::{
     path::Path,
@@ -149,22 +149,26 @@ async fn polls_when_told_to_use_no_events() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+// Paused time, so "several polls" is exact: the clock moves only when every task waits, and
+// stands still while a poll reads the file on a blocking thread, so each interval that
+// passes is a poll that ran to the end.
+#[tokio::test(start_paused = true)]
 async fn keeps_the_old_values_and_keeps_watching_after_a_broken_save() {
+    const INTERVAL: Duration = Duration::from_millis(10);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.json");
     std::fs::write(&file, r#"{"n": 1}"#).unwrap();
     let config = Config::load(&file, LoadOptions::new()).unwrap();
-    let (watcher, calls) = counting_watcher(&config, Duration::from_millis(10));
+    let (watcher, calls) = counting_watcher(&config, INTERVAL);
     let mut watcher = watcher.poll_only(true);
     watcher.start().await.unwrap();
 
     std::fs::write(&file, r#"{"n": "#).unwrap();
-    // Several polls see the broken file; none of them may replace the tree.
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(config.int("n", 0), 1);
-    }
+    // Five polls see the broken file; none of them may replace the tree.
+    tokio::time::sleep(INTERVAL * 11 / 2).await;
+    assert_eq!(config.int("n", 0), 1);
+    assert_eq!(config.generation(), 0);
+    // The next poll after a repair reloads: the watcher outlived the broken polls.
     std::fs::write(&file, r#"{"n": 3}"#).unwrap();
     assert!(
         reaches(&config, 1).await,
