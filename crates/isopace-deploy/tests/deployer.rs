@@ -1,110 +1,40 @@
 //! The deployer against a real directory: reconcile rules, failures, ordering, ConfigMap
 //! swaps and file events.
 
-use std::{error::Error as _, fs, io, path::Path, sync::Arc, time::Duration};
+use std::{error::Error as _, fs, io, time::Duration};
 
-use isopace_deploy::{Deployer, DescriptorError, ErrorKind, FileState, Registry, ScanReport};
-use isopace_host::{BoxError, Component, Env, Host, State, async_trait, error_chain};
-use parking_lot::Mutex;
-use serde::Deserialize;
-
-type Log = Arc<Mutex<Vec<String>>>;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProbeConfig {
-    #[serde(default)]
-    fail_build: bool,
-    #[serde(default)]
-    fail_start: bool,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tag: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    port: Option<u16>,
-}
-
-struct Probe {
-    name: String,
-    log: Log,
-    fail_start: bool,
-}
-
-#[async_trait]
-impl Component for Probe {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    async fn start(&mut self, _env: &Env) -> Result<(), BoxError> {
-        self.log.lock().push(format!("{}:start", self.name));
-        if self.fail_start {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, "refused to start").into());
-        }
-        Ok(())
-    }
-    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
-        self.log.lock().push(format!("{}:stop", self.name));
-        Ok(())
-    }
-}
+use isopace_deploy::{Deployer, DescriptorError, ErrorKind, FileState, ScanReport};
+use isopace_host::{Host, State, error_chain};
+use isopace_observe::MetricsRegistry;
+use isopace_testkit::{Lifecycle, ProbeError, probe_descriptor, probe_registry, write_atomically};
+use serde_json::{Value, json};
 
 struct Fixture {
     dir: tempfile::TempDir,
     host: Host,
-    log: Log,
+    lifecycle: Lifecycle,
     deployer: Deployer,
-}
-
-fn registry(log: &Log) -> Arc<Registry> {
-    let mut registry = Registry::new();
-    let log = Arc::clone(log);
-    registry
-        .register_typed(
-            "probe",
-            "a component that records its lifecycle",
-            serde_json::json!({ "tag": "v1" }),
-            move |name: &str, config: ProbeConfig, _env: &Env| {
-                if config.fail_build {
-                    return Err(io::Error::new(io::ErrorKind::NotFound, "asked to fail").into());
-                }
-                Ok(Probe {
-                    name: name.to_owned(),
-                    log: Arc::clone(&log),
-                    fail_start: config.fail_start,
-                })
-            },
-        )
-        .unwrap();
-    Arc::new(registry)
 }
 
 impl Fixture {
     async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        Fixture::in_dir(dir, dir_path_of).await
-    }
-
-    async fn in_dir(
-        dir: tempfile::TempDir,
-        deploy_dir: fn(&Path) -> std::path::PathBuf,
-    ) -> Fixture {
-        let log: Log = Arc::default();
+        let lifecycle = Lifecycle::new();
         let host = Host::builder().build();
         host.start().await.unwrap();
-        let deployer = Deployer::builder(&host, registry(&log), deploy_dir(dir.path()))
+        let deployer = Deployer::builder(&host, probe_registry(&lifecycle), dir.path())
             .environment([("UPSTREAM_TAG", "from-env")])
             .build();
         Fixture {
             dir,
             host,
-            log,
+            lifecycle,
             deployer,
         }
     }
 
     fn write(&self, file: &str, text: &str) {
-        write_atomically(&self.dir.path().join(file), text);
+        write_atomically(self.dir.path().join(file), text);
     }
 
     fn remove(&self, file: &str) {
@@ -115,43 +45,37 @@ impl Fixture {
         self.deployer.scan().await.unwrap()
     }
 
+    /// The lifecycle calls since the last time, as `component:phase`.
     fn events(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.lock())
+        self.lifecycle.take_calls()
     }
 }
 
-fn dir_path_of(p: &Path) -> std::path::PathBuf {
-    p.to_path_buf()
-}
-
-/// Writes through a temporary file and a rename, as editors and `kubectl cp` do; the new
-/// inode makes the change visible to metadata checks at once.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
-}
-
-/// The kind of the first `io::Error` among the error's sources.
-fn io_kind(error: &DescriptorError) -> Option<io::ErrorKind> {
+/// The first error of type `E` among the error's sources.
+fn source_of<E: std::error::Error + 'static>(error: &DescriptorError) -> Option<&E> {
     let mut source = error.source();
     while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            return Some(io.kind());
+        if let Some(found) = s.downcast_ref::<E>() {
+            return Some(found);
         }
         source = s.source();
     }
     None
 }
 
-fn probe(name: &str, config: &str) -> String {
-    format!(r#"{{"name": "{name}", "type": "probe", "config": {config}}}"#)
+/// The kind of the first `io::Error` among the error's sources.
+fn io_kind(error: &DescriptorError) -> Option<io::ErrorKind> {
+    source_of::<io::Error>(error).map(io::Error::kind)
+}
+
+fn probe(name: &str, config: Value) -> String {
+    probe_descriptor(name, &config)
 }
 
 #[tokio::test]
 async fn the_reference_reconcile_scenario() {
     let f = Fixture::new().await;
-    f.write("alpha.json", &probe("alpha", r#"{"tag": "v1"}"#));
+    f.write("alpha.json", &probe("alpha", json!({"tag": "v1"})));
     let report = f.scan().await;
     assert_eq!(report.deployed, ["alpha"]);
     assert_eq!(f.events(), ["alpha:start"]);
@@ -163,7 +87,7 @@ async fn the_reference_reconcile_scenario() {
     assert!(f.events().is_empty());
 
     // A change redeploys: the new version is built, the old stopped, the new started.
-    f.write("alpha.json", &probe("alpha", r#"{"tag": "v2"}"#));
+    f.write("alpha.json", &probe("alpha", json!({"tag": "v2"})));
     let report = f.scan().await;
     assert_eq!(report.redeployed, ["alpha"]);
     assert_eq!(f.events(), ["alpha:stop", "alpha:start"]);
@@ -180,10 +104,13 @@ async fn the_reference_reconcile_scenario() {
 #[tokio::test]
 async fn a_failed_rebuild_keeps_the_old_component_running() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", "{}"));
+    f.write("a.json", &probe("a", json!({})));
     f.scan().await;
     f.events();
-    f.write("a.json", &probe("a", r#"{"fail_build": true}"#));
+    f.write(
+        "a.json",
+        &probe("a", json!({"tag": "v2", "fail_build": true})),
+    );
     let report = f.scan().await;
     assert_eq!(report.failures.len(), 1);
     let failure = &report.failures[0];
@@ -197,11 +124,11 @@ async fn a_failed_rebuild_keeps_the_old_component_running() {
     assert_eq!(
         error_chain(failure),
         format!(
-            "{}: the `probe` factory failed: asked to fail",
+            "{}: the `probe` factory failed: probe `a` asked to fail to build (tag `v2`)",
             file.display()
         )
     );
-    assert_eq!(io_kind(failure), Some(io::ErrorKind::NotFound));
+    assert!(source_of::<ProbeError>(failure).is_some(), "{failure:?}");
     assert!(f.events().is_empty(), "no stop, no start");
     assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
     let status = &f.deployer.status()[0];
@@ -238,7 +165,7 @@ async fn a_disabled_descriptor_and_an_unknown_type_start_nothing() {
     assert_eq!(status[1].state, FileState::Failed);
 
     // Disabling a running component undeploys it.
-    f.write("a.json", &probe("a", "{}"));
+    f.write("a.json", &probe("a", json!({})));
     f.scan().await;
     f.write(
         "a.json",
@@ -252,10 +179,13 @@ async fn a_disabled_descriptor_and_an_unknown_type_start_nothing() {
 #[tokio::test]
 async fn a_new_version_that_fails_to_start_is_rolled_back() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", r#"{"tag": "good"}"#));
+    f.write("a.json", &probe("a", json!({"tag": "good"})));
     f.scan().await;
     f.events();
-    f.write("a.json", &probe("a", r#"{"fail_start": true}"#));
+    f.write(
+        "a.json",
+        &probe("a", json!({"tag": "bad", "fail_start": true})),
+    );
     let report = f.scan().await;
     assert_eq!(report.rolled_back, ["a"]);
     assert_eq!(report.failures.len(), 1);
@@ -265,12 +195,12 @@ async fn a_new_version_that_fails_to_start_is_rolled_back() {
         error_chain(failure),
         format!(
             "{}: not redeployed; rolled back to the previous version: \
-             component `a` failed to start: refused to start",
+             component `a` failed to start: probe `a` asked to fail in start (tag `bad`)",
             f.dir.path().join("a.json").display()
         )
     );
     // The component's own error can still be matched.
-    assert_eq!(io_kind(failure), Some(io::ErrorKind::AddrInUse));
+    assert!(source_of::<ProbeError>(failure).is_some(), "{failure:?}");
     // Old stopped, new started and failed (and stopped), old started again.
     assert_eq!(f.events(), ["a:stop", "a:start", "a:stop", "a:start"]);
     assert_eq!(f.host.status_of("a").unwrap().state, State::Running);
@@ -282,8 +212,8 @@ async fn a_new_version_that_fails_to_start_is_rolled_back() {
 #[tokio::test]
 async fn duplicate_names_keep_the_first_file_in_order() {
     let f = Fixture::new().await;
-    f.write("10_a.json", &probe("same", "{}"));
-    f.write("20_b.json", &probe("same", r#"{"tag": "other"}"#));
+    f.write("10_a.json", &probe("same", json!({})));
+    f.write("20_b.json", &probe("same", json!({"tag": "other"})));
     let report = f.scan().await;
     assert_eq!(report.deployed, ["same"]);
     assert_eq!(report.failures.len(), 1);
@@ -301,9 +231,9 @@ async fn duplicate_names_keep_the_first_file_in_order() {
 #[tokio::test]
 async fn a_changed_name_undeploys_the_old_and_deploys_the_new() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("old", "{}"));
+    f.write("a.json", &probe("old", json!({})));
     f.scan().await;
-    f.write("a.json", &probe("new", "{}"));
+    f.write("a.json", &probe("new", json!({})));
     let report = f.scan().await;
     assert_eq!(report.undeployed, ["old"]);
     assert_eq!(report.deployed, ["new"]);
@@ -314,11 +244,11 @@ async fn a_changed_name_undeploys_the_old_and_deploys_the_new() {
 #[tokio::test]
 async fn hidden_files_other_extensions_and_subdirectories_are_ignored() {
     let f = Fixture::new().await;
-    f.write(".hidden.json", &probe("hidden", "{}"));
+    f.write(".hidden.json", &probe("hidden", json!({})));
     f.write("notes.txt", "not a descriptor");
     fs::create_dir(f.dir.path().join("sub")).unwrap();
-    fs::write(f.dir.path().join("sub/x.json"), probe("nested", "{}")).unwrap();
-    f.write("a.json", &probe("a", "{}"));
+    fs::write(f.dir.path().join("sub/x.json"), probe("nested", json!({}))).unwrap();
+    f.write("a.json", &probe("a", json!({})));
     let report = f.scan().await;
     assert_eq!(report.deployed, ["a"]);
     assert!(report.failures.is_empty());
@@ -346,10 +276,10 @@ async fn an_oversize_file_is_rejected() {
 #[tokio::test]
 async fn a_truncated_file_keeps_the_old_component() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", r#"{"tag": "v1"}"#));
+    f.write("a.json", &probe("a", json!({"tag": "v1"})));
     f.scan().await;
     f.events();
-    let full = probe("a", r#"{"tag": "v2"}"#);
+    let full = probe("a", json!({"tag": "v2"}));
     f.write("a.json", &full[..full.len() / 2]);
     let report = f.scan().await;
     assert_eq!(report.failures.len(), 1);
@@ -384,7 +314,7 @@ async fn a_truncated_file_keeps_the_old_component() {
 #[tokio::test]
 async fn a_missing_directory_is_an_error_and_undeploys_nothing() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", "{}"));
+    f.write("a.json", &probe("a", json!({})));
     f.scan().await;
     let moved = f.dir.path().with_extension("moved");
     fs::rename(f.dir.path(), &moved).unwrap();
@@ -405,11 +335,11 @@ async fn a_missing_directory_is_an_error_and_undeploys_nothing() {
 #[tokio::test]
 async fn variables_are_substituted_and_a_missing_one_is_named() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", r#"{"tag": "${UPSTREAM_TAG}"}"#));
-    f.write("b.json", &probe("b", r#"{"tag": "${MISSING_TAG}"}"#));
+    f.write("a.json", &probe("a", json!({"tag": "${UPSTREAM_TAG}"})));
+    f.write("b.json", &probe("b", json!({"tag": "${MISSING_TAG}"})));
     f.write(
         "c.json",
-        &probe("c", r#"{"tag": "${MISSING_TAG:-fallback}"}"#),
+        &probe("c", json!({"tag": "${MISSING_TAG:-fallback}"})),
     );
     let report = f.scan().await;
     assert_eq!(report.deployed, ["a", "c"]);
@@ -428,7 +358,7 @@ async fn typed_config_errors_name_line_column_and_field() {
     );
     f.write(
         "b.json",
-        "{\"name\": \"b\", \"type\": \"probe\",\n \"config\": {\n  \"port\": \"http\"}}",
+        "{\"name\": \"b\", \"type\": \"probe\",\n \"config\": {\n  \"task\": \"yes\"}}",
     );
     let report = f.scan().await;
     let texts: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
@@ -439,7 +369,7 @@ async fn typed_config_errors_name_line_column_and_field() {
         texts[0]
     );
     assert!(
-        texts[1].contains("b.json:3:16: field `config.port`: invalid type: string \"http\""),
+        texts[1].contains("b.json:3:15: field `config.task`: invalid type: string \"yes\""),
         "{}",
         texts[1]
     );
@@ -448,16 +378,20 @@ async fn typed_config_errors_name_line_column_and_field() {
 #[tokio::test]
 async fn a_component_that_fails_its_first_start_is_not_deployed() {
     let f = Fixture::new().await;
-    f.write("a.json", &probe("a", r#"{"fail_start": true}"#));
+    f.write(
+        "a.json",
+        &probe("a", json!({"tag": "v1", "fail_start": true})),
+    );
     let report = f.scan().await;
     assert!(report.deployed.is_empty() && report.rolled_back.is_empty());
     let failure = &report.failures[0];
     assert_eq!(failure.kind(), &ErrorKind::Start);
     assert_eq!(
         failure.detail(),
-        "not deployed: component `a` failed to start: refused to start"
+        "not deployed: component `a` failed to start: \
+         probe `a` asked to fail in start (tag `v1`)"
     );
-    assert_eq!(io_kind(failure), Some(io::ErrorKind::AddrInUse));
+    assert!(source_of::<ProbeError>(failure).is_some(), "{failure:?}");
     assert!(f.host.components().is_empty());
 }
 
@@ -492,7 +426,7 @@ async fn files_apply_in_lexical_order() {
         ("00_logger.json", "logger"),
         ("10_link.json", "link"),
     ] {
-        f.write(file, &probe(name, "{}"));
+        f.write(file, &probe(name, json!({})));
     }
     f.scan().await;
     assert_eq!(f.events(), ["logger:start", "link:start", "switch:start"]);
@@ -508,7 +442,7 @@ async fn a_configmap_style_swap_redeploys() {
     fs::create_dir(root.join("..2026_01")).unwrap();
     fs::write(
         root.join("..2026_01/edge.json"),
-        probe("edge", r#"{"tag": "v1"}"#),
+        probe("edge", json!({"tag": "v1"})),
     )
     .unwrap();
     symlink("..2026_01", root.join("..data")).unwrap();
@@ -519,7 +453,7 @@ async fn a_configmap_style_swap_redeploys() {
     fs::create_dir(root.join("..2026_02")).unwrap();
     fs::write(
         root.join("..2026_02/edge.json"),
-        probe("edge", r#"{"tag": "v2"}"#),
+        probe("edge", json!({"tag": "v2"})),
     )
     .unwrap();
     symlink("..2026_02", root.join("..data_tmp")).unwrap();
@@ -533,10 +467,10 @@ async fn a_configmap_style_swap_redeploys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_deployer_picks_up_an_atomic_rename_from_file_events() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Log = Arc::default();
+    let lifecycle = Lifecycle::new();
     let host = Host::builder().build();
     // An interval far beyond the test: only file events can trigger the rescan.
-    let deployer = Deployer::builder(&host, registry(&log), dir.path())
+    let deployer = Deployer::builder(&host, probe_registry(&lifecycle), dir.path())
         .scan_interval(Duration::from_secs(3600))
         .build();
     let handle = deployer.handle();
@@ -545,12 +479,11 @@ async fn the_running_deployer_picks_up_an_atomic_rename_from_file_events() {
     handle.wait_initial_scan().await;
     assert!(handle.initial_scan_done());
 
-    write_atomically(&dir.path().join("a.json"), &probe("a", "{}"));
-    let appeared = tokio::time::timeout(Duration::from_secs(1), async {
-        while host.status_of("a").map(|s| s.state) != Some(State::Running) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
+    write_atomically(dir.path().join("a.json"), probe("a", json!({})));
+    let appeared = tokio::time::timeout(
+        Duration::from_secs(1),
+        lifecycle.wait_until(|l| l.running_tag("a").is_some()),
+    )
     .await;
     assert!(
         appeared.is_ok(),
@@ -558,18 +491,38 @@ async fn the_running_deployer_picks_up_an_atomic_rename_from_file_events() {
     );
     assert_eq!(host.components(), ["deployer", "a"]);
     host.stop().await.unwrap();
-    assert_eq!(log.lock().as_slice(), ["a:start", "a:stop"]);
+    assert_eq!(lifecycle.take_calls(), ["a:start", "a:stop"]);
 }
 
-#[tokio::test]
+/// The deployer's scans so far, from its `isopace_deployer_scans_total` counter.
+fn scans(metrics: &MetricsRegistry) -> u64 {
+    let text = metrics.render();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("isopace_deployer_scans_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no scan counter in\n{text}"))
+}
+
+// On the paused clock, a wait of several scan intervals is one in which a running loop
+// certainly scans: time only moves when every task is idle, and not while a scan reads the
+// directory on a blocking thread. So the same wait that shows scans while the loop runs shows
+// that none happen once it has stopped.
+#[tokio::test(start_paused = true)]
 async fn the_deployer_scans_after_start_returns_and_stops_its_loop() {
+    const INTERVAL: Duration = Duration::from_millis(20);
     let dir = tempfile::tempdir().unwrap();
-    write_atomically(&dir.path().join("a.json"), &probe("a", "{}"));
-    let log: Log = Arc::default();
-    let host = Host::builder().build();
-    let deployer = Deployer::builder(&host, registry(&log), dir.path())
+    write_atomically(dir.path().join("a.json"), probe("a", json!({})));
+    let lifecycle = Lifecycle::new();
+    let metrics = MetricsRegistry::new();
+    let host = Host::builder()
+        .observer(std::sync::Arc::new(metrics.clone()))
+        .build();
+    let deployer = Deployer::builder(&host, probe_registry(&lifecycle), dir.path())
         .watch(false)
-        .scan_interval(Duration::from_millis(20))
+        .scan_interval(INTERVAL)
         .build();
     let handle = deployer.handle();
     host.register(deployer).unwrap();
@@ -579,23 +532,32 @@ async fn the_deployer_scans_after_start_returns_and_stops_its_loop() {
     handle.wait_initial_scan().await;
     assert_eq!(host.components(), ["deployer", "a"]);
     // Polling picks up a new file.
-    write_atomically(&dir.path().join("b.json"), &probe("b", "{}"));
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while host.status_of("b").is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
+    write_atomically(dir.path().join("b.json"), probe("b", json!({})));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("b").is_some()),
+    )
     .await
     .expect("polling deployed b");
+    // While the loop runs, five and a half intervals are at least five scans.
+    let running = scans(&metrics);
+    tokio::time::sleep(INTERVAL * 11 / 2).await;
+    let scanned = scans(&metrics) - running;
+    assert!(scanned >= 5, "{scanned} scans in 5.5 intervals");
+
     host.stop().await.unwrap();
     assert_eq!(
-        log.lock().as_slice(),
+        lifecycle.take_calls(),
         ["a:start", "b:start", "b:stop", "a:stop"]
     );
-    // The loop ended with the deployer's stop: a new file is not picked up.
-    write_atomically(&dir.path().join("c.json"), &probe("c", "{}"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The loop ended with the deployer's stop: the same wait sees no scan, and a new file
+    // is not picked up.
+    let stopped = scans(&metrics);
+    write_atomically(dir.path().join("c.json"), probe("c", json!({})));
+    tokio::time::sleep(INTERVAL * 11 / 2).await;
+    assert_eq!(scans(&metrics), stopped, "a scan after stop");
     assert!(host.status_of("c").is_none());
+    assert_eq!(lifecycle.starts("c"), 0);
 }
 
 #[tokio::test]
@@ -603,9 +565,12 @@ async fn a_large_directory_is_listed_whole_and_in_order() {
     // Enough files that their metadata is read on several threads.
     let f = Fixture::new().await;
     for i in 0..600 {
-        f.write(&format!("{i:04}.json"), &probe(&format!("c{i:04}"), "{}"));
+        f.write(
+            &format!("{i:04}.json"),
+            &probe(&format!("c{i:04}"), json!({})),
+        );
     }
-    f.write("0300.json", &probe("c0300", r#"{"nope": 1}"#));
+    f.write("0300.json", &probe("c0300", json!({"nope": 1})));
     let report = f.scan().await;
     assert_eq!(report.deployed.len(), 599);
     assert_eq!(report.failures.len(), 1);
