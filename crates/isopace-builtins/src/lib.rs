@@ -29,6 +29,7 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+mod de;
 #[cfg(feature = "exec")]
 pub mod exec;
 #[cfg(feature = "heartbeat")]

@@ -31,7 +31,7 @@ fn kernel_cap() -> libc::rlim_t {
 }
 
 /// The soft and hard limits on open files.
-fn open_files() -> io::Result<libc::rlimit> {
+pub(crate) fn open_files() -> io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -1,9 +1,13 @@
-//! The `tcp-proxy` type inside a host: a redeploy to a new upstream, and a stop that drains
+//! The `tcp-proxy` type inside a host: redeploys that keep the listening socket (to a new
+//! upstream, and ten in a row under a steady stream of clients), and a stop that drains
 //! open connections within the drain timeout.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -95,31 +99,147 @@ async fn a_redeploy_sends_new_connections_to_the_new_upstream() {
     let mut open = TcpStream::connect(addr).await.unwrap();
     assert_eq!(&read_tag(&mut open).await, b"one:");
 
-    // As the deployer does: build the replacement, undeploy the old one, deploy the new.
-    let (new, _) = proxy(addr, two, "5s");
-    let undeploy = tokio::spawn({
-        let host = host.clone();
-        async move { host.undeploy("edge").await }
-    });
-    let refused = async {
-        while TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(1), refused)
-        .await
-        .expect("the old listener closes when its stop begins");
-    // Draining: the open connection keeps its old upstream.
-    assert_eq!(echo(&mut open, b"still here").await, b"still here");
-    assert!(!undeploy.is_finished());
-    drop(open);
-    undeploy.await.unwrap().unwrap();
-    host.deploy(new).await.unwrap();
+    // As the deployer does: build the replacement, retire the old one, deploy the new. The
+    // host keys sockets by component and written address: the new version asks for the same
+    // `127.0.0.1:0` and gets the socket bound to the port the first one was given.
+    let (new, new_addr) = proxy("127.0.0.1:0".parse().unwrap(), two, "5s");
+    host.retire("edge").await.unwrap();
 
-    let mut fresh = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(&read_tag(&mut fresh).await, b"two:");
-    assert_eq!(echo(&mut fresh, b"hello").await, b"hello");
-    drop(fresh);
+    // Between the two versions nothing accepts, but the host keeps the socket: a client
+    // waits in the backlog instead of being refused, and the new version serves it.
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    host.deploy(new).await.unwrap();
+    assert_eq!(*new_addr.lock().unwrap(), Some(addr));
+    assert_eq!(&read_tag(&mut waiting).await, b"two:");
+    assert_eq!(echo(&mut waiting, b"hello").await, b"hello");
+    // Meanwhile the old version drains in the background: the connection open before the
+    // redeploy keeps its old upstream, and the new version's status shows the drain.
+    assert_eq!(host.status_of("edge").unwrap().draining.len(), 1);
+    assert_eq!(echo(&mut open, b"still here").await, b"still here");
+    drop(open);
+    let mut changes = host.changed();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !host.status_of("edge").unwrap().draining.is_empty() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the drain ends once the old connection closed");
+    drop(waiting);
+    host.stop().await.unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the socket closes with the host"
+    );
+}
+
+/// What the steady clients of the redeploy test saw.
+#[derive(Default)]
+struct Seen {
+    exchanges: AtomicUsize,
+    tags: Mutex<Vec<[u8; 4]>>,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Connects, reads the upstream's tag, sends a numbered message and checks the echo; over
+/// and over, a few milliseconds apart, until `done`.
+async fn steady_client(addr: SocketAddr, id: usize, seen: Arc<Seen>, done: Arc<AtomicBool>) {
+    let mut n = 0_usize;
+    while !done.load(Ordering::Relaxed) {
+        n += 1;
+        let message = format!("client {id} message {n} {}", "x".repeat(n % 512));
+        let exchange = async {
+            let mut stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let mut tag = [0; 4];
+            stream
+                .read_exact(&mut tag)
+                .await
+                .map_err(|e| format!("tag: {e}"))?;
+            stream
+                .write_all(message.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            stream
+                .shutdown()
+                .await
+                .map_err(|e| format!("shutdown: {e}"))?;
+            let mut back = Vec::new();
+            stream
+                .read_to_end(&mut back)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if back != message.as_bytes() {
+                return Err(format!(
+                    "{} bytes came back for {}",
+                    back.len(),
+                    message.len()
+                ));
+            }
+            Ok::<_, String>(tag)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+            Ok(Ok(tag)) => {
+                seen.tags.lock().unwrap().push(tag);
+                seen.exchanges.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => seen.failures.lock().unwrap().push(e),
+            Err(_) => seen.failures.lock().unwrap().push("timed out".to_owned()),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_redeploys_refuse_and_reset_no_connection_of_a_steady_client() {
+    let upstreams = [tagged_echo(b"one:").await, tagged_echo(b"two:").await];
+    let host = Host::builder().build();
+    host.start().await.unwrap();
+    let (first, addr) = proxy("127.0.0.1:0".parse().unwrap(), upstreams[0], "5s");
+    host.deploy(first).await.unwrap();
+    let addr = addr.lock().unwrap().unwrap();
+
+    let (seen, done) = (Arc::new(Seen::default()), Arc::new(AtomicBool::new(false)));
+    let clients: Vec<_> = (0..2)
+        .map(|id| {
+            tokio::spawn(steady_client(
+                addr,
+                id,
+                Arc::clone(&seen),
+                Arc::clone(&done),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    for round in 1..=10 {
+        // Each version serves a few exchanges before the next redeploy.
+        let before = seen.exchanges.load(Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.exchanges.load(Ordering::Relaxed) < before + 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the clients keep getting through");
+        let (next, next_addr) = proxy("127.0.0.1:0".parse().unwrap(), upstreams[round % 2], "5s");
+        host.retire("edge").await.unwrap();
+        host.deploy(next).await.unwrap();
+        assert_eq!(*next_addr.lock().unwrap(), Some(addr), "the same socket");
+    }
+    done.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let took = started.elapsed();
+    let failures = seen.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed exchanges: {failures:?}");
+    let tags = seen.tags.lock().unwrap().clone();
+    assert!(tags.len() >= 30, "{} exchanges", tags.len());
+    for tag in [b"one:", b"two:"] {
+        assert!(tags.contains(tag), "no exchange reached {tag:?}");
+    }
+    assert!(took < Duration::from_secs(5), "ten redeploys took {took:?}");
     host.stop().await.unwrap();
 }
 

@@ -95,6 +95,7 @@ impl DeployerBuilder {
                 watch: self.watch,
                 state: Arc::new(tokio::sync::Mutex::new(ScanState::default())),
                 statuses: parking_lot::RwLock::new(Vec::new()),
+                scan_error: parking_lot::RwLock::new(None),
                 rescan: Notify::new(),
                 initial,
                 metrics,
@@ -144,6 +145,8 @@ struct Shared {
     state: Arc<tokio::sync::Mutex<ScanState>>,
     /// A copy of the file statuses, readable while a scan runs.
     statuses: parking_lot::RwLock<Vec<FileStatus>>,
+    /// Why the last scan failed, until one succeeds.
+    scan_error: parking_lot::RwLock<Option<Arc<Error>>>,
     rescan: Notify,
     initial: watch::Sender<bool>,
     metrics: Metrics,
@@ -230,6 +233,13 @@ impl DeployerHandle {
         self.shared.statuses.read().clone()
     }
 
+    /// Why the last scan failed, while scans fail: the descriptor directory is missing or
+    /// cannot be listed (the file statuses then are those of the last scan that worked).
+    /// `None` once a scan succeeds.
+    pub fn scan_error(&self) -> Option<Arc<Error>> {
+        self.shared.scan_error.read().clone()
+    }
+
     /// Asks the running loop to rescan now (as on SIGHUP).
     pub fn trigger(&self) {
         self.shared.rescan.notify_one();
@@ -274,6 +284,7 @@ impl Shared {
         self.metrics
             .scan_seconds
             .observe(began.elapsed().as_secs_f64(), &[]);
+        *self.scan_error.write() = result.as_ref().err().map(|e| Arc::new(e.snapshot()));
         match &result {
             Ok(report) => self.record(report),
             Err(e) => {

@@ -355,6 +355,24 @@ pub enum Error {
     AlreadyStarted,
 }
 
+impl Error {
+    /// A copy to keep while the original goes to the caller (an OS error keeps its code).
+    pub(crate) fn snapshot(&self) -> Error {
+        match self {
+            Error::Directory { dir, source } => Error::Directory {
+                dir: dir.clone(),
+                source: source.raw_os_error().map_or_else(
+                    || std::io::Error::new(source.kind(), source.to_string()),
+                    std::io::Error::from_raw_os_error,
+                ),
+            },
+            Error::HostGone => Error::HostGone,
+            Error::DuplicateType(name) => Error::DuplicateType(name.clone()),
+            Error::AlreadyStarted => Error::AlreadyStarted,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

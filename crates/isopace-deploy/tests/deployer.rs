@@ -328,8 +328,15 @@ async fn a_missing_directory_is_an_error_and_undeploys_nothing() {
             .contains("nothing was deployed or undeployed")
     );
     assert_eq!(f.host.components(), ["a"]);
+    // The handle says why, with the OS error, until a scan works again.
+    let handle = f.deployer.handle();
+    let kept = handle.scan_error().expect("the failed scan is kept");
+    assert_eq!(kept.to_string(), err.to_string());
+    let source = std::error::Error::source(&*kept).unwrap().to_string();
+    assert!(source.contains("os error"), "{source}");
     fs::rename(&moved, f.dir.path()).unwrap();
     assert!(f.scan().await.is_quiet());
+    assert!(handle.scan_error().is_none());
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 ///
 /// Until the host has been ready once, every descriptor file counts too: a file that does
 /// not parse, build or start keeps it not ready, so a rollout with a broken file never
-/// turns ready. Once it has been ready, a newly broken or newly added failing file is
+/// turns ready; so does a descriptor directory that cannot be listed. Once it has been ready, a newly broken or newly added failing file is
 /// reported (file status, logs, metrics) but does not take readiness away: the version that
 /// made it ready still runs. A critical component that ran and then fails does.
 ///
@@ -64,6 +64,9 @@ pub struct ReadinessReport {
     pub not_running: Vec<ComponentStatus>,
     /// The descriptor files that failed (whether they count depends on `has_been_ready`).
     pub failed_files: Vec<FileStatus>,
+    /// Why the deployer's last scan failed, while scans fail: the descriptor directory is
+    /// missing or cannot be listed (it counts like a failed file).
+    pub scan_error: Option<Arc<isopace_deploy::Error>>,
 }
 
 impl Readiness {
@@ -98,6 +101,7 @@ impl Readiness {
                     .collect()
             })
             .unwrap_or_default();
+        let scan_error = self.deployer.as_ref().and_then(DeployerHandle::scan_error);
         let statuses = host.status();
         let not_ready: Vec<ComponentStatus> = statuses
             .iter()
@@ -111,7 +115,7 @@ impl Readiness {
         let has_been_ready = self.has_been_ready();
         let ready = initial_deploy_done
             && not_ready.is_empty()
-            && (has_been_ready || failed_files.is_empty());
+            && (has_been_ready || (failed_files.is_empty() && scan_error.is_none()));
         if ready && !has_been_ready {
             self.ready_once.store(true, Ordering::Release);
             tracing::info!("ready: every critical component runs and is ready");
@@ -123,6 +127,7 @@ impl Readiness {
             not_ready,
             not_running,
             failed_files,
+            scan_error,
         })
     }
 

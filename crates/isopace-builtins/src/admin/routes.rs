@@ -65,31 +65,67 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// Whether a token is configured and the request carries it.
-fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
-    let Some(token) = state.token.as_ref() else {
-        return false;
-    };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
+/// What a request's `Authorization` says about the configured token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// No token is configured, or the request does not carry it.
+    Without,
+    /// A token is configured and the request carries it.
+    With,
+    /// A token is configured and the request has more than one `Authorization` header:
+    /// which one counts would be a guess, so it is refused.
+    Ambiguous,
 }
 
-/// The 401 response when a token is configured and the request does not carry it.
-fn denied(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    if state.token.is_none() || authorized(state, headers) {
-        return None;
+/// The credentials of a `Bearer` authorization; the scheme is matched case-insensitively
+/// (RFC 7235), the token exactly.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
+fn auth(state: &AdminState, headers: &HeaderMap) -> Auth {
+    let Some(token) = state.token.as_ref() else {
+        return Auth::Without;
+    };
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        return Auth::Ambiguous;
     }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong bearer token\n",
-        )
-            .into_response(),
+    let carried = first
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()));
+    if carried { Auth::With } else { Auth::Without }
+}
+
+fn ambiguous() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "more than one Authorization header\n",
     )
+        .into_response()
+}
+
+/// The response that refuses a request to a guarded route, if it is refused: 401 when a
+/// token is configured and the request does not carry it, 400 when it is ambiguous.
+fn denied(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    match auth(state, headers) {
+        Auth::With => None,
+        Auth::Without if state.token.is_none() => None,
+        Auth::Without => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token\n",
+            )
+                .into_response(),
+        ),
+        Auth::Ambiguous => Some(ambiguous()),
+    }
 }
 
 fn shutting_down() -> Response {
@@ -108,10 +144,14 @@ async fn healthz() -> &'static str {
 /// that carries the configured token: a probe needs only which components hold readiness
 /// back, by name and state.
 async fn readyz(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let errors = match auth(&state, &headers) {
+        Auth::With => true,
+        Auth::Without => false,
+        Auth::Ambiguous => return ambiguous(),
+    };
     let Some(report) = state.readiness.check() else {
         return shutting_down();
     };
-    let errors = authorized(&state, &headers);
     let component = |s: &ComponentStatus| {
         let mut entry = json!({ "name": s.name, "state": s.state.as_str() });
         if errors {
@@ -130,13 +170,23 @@ async fn readyz(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Res
             entry
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "ready": report.ready,
         "initial_deploy_done": report.initial_deploy_done,
         "not_ready": report.not_ready.iter().map(component).collect::<Vec<_>>(),
         "not_running": report.not_running.iter().map(component).collect::<Vec<_>>(),
         "failed_files": failed_files,
     });
+    if let Some(deployer) = &state.deployer {
+        let mut dir = json!({
+            "path": deployer.dir().display().to_string(),
+            "readable": report.scan_error.is_none(),
+        });
+        if errors && let Some(error) = &report.scan_error {
+            dir["error"] = json!(error_chain(&**error));
+        }
+        body["deploy_dir"] = dir;
+    }
     let status = if report.ready {
         StatusCode::OK
     } else {
@@ -255,7 +305,7 @@ async fn deployments(State(state): State<Arc<AdminState>>, headers: HeaderMap) -
     let Some(deployer) = &state.deployer else {
         return absent("no deployer: this host deploys no descriptor files");
     };
-    let body: Vec<Value> = deployer
+    let files: Vec<Value> = deployer
         .status()
         .into_iter()
         .map(|f| {
@@ -269,7 +319,19 @@ async fn deployments(State(state): State<Arc<AdminState>>, headers: HeaderMap) -
             })
         })
         .collect();
-    json_response(StatusCode::OK, &Value::Array(body))
+    match deployer.scan_error() {
+        None => json_response(StatusCode::OK, &Value::Array(files)),
+        // Scans fail as a whole (the directory is gone or cannot be listed): say so, with
+        // the statuses of the last scan that worked, which still describe what runs.
+        Some(error) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "error": error_chain(&*error),
+                "dir": deployer.dir().display().to_string(),
+                "files": files,
+            }),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +343,22 @@ mod tests {
         assert!(same_secret(b"s3cret", b"s3cret"));
         assert!(!same_secret(b"s3cret", b"s3cres"));
         assert!(!same_secret(b"s3cret", b"s3cret!"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case_and_the_token_exactly() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR  s3cret",
+        ] {
+            assert_eq!(bearer(value), Some("s3cret"), "{value}");
+        }
+        for value in ["Basic s3cret", "Bearers3cret", "Bearer", "s3cret"] {
+            assert_eq!(bearer(value), None, "{value}");
+        }
+        assert_eq!(bearer("Bearer S3CRET"), Some("S3CRET"));
     }
 
     #[test]

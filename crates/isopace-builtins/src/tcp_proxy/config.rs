@@ -1,16 +1,28 @@
 //! The `config` of a `tcp-proxy` descriptor, with the checks that refuse a bad one.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
+use isopace_host::{DEFAULT_BACKLOG, ListenAddr};
 use serde::{Deserialize, Deserializer, de};
 use tokio::sync::Semaphore;
+
+use crate::de::positive_duration;
 
 /// The `config` of a `tcp-proxy` descriptor.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProxyConfig {
-    /// The address to accept connections on.
-    pub listen: SocketAddr,
+    /// The address to accept connections on: `127.0.0.1:7000`, `[::1]:7000`, `:7000` (every
+    /// interface) or `localhost:7000` (resolved when bound); not a `unix:` path. The socket
+    /// belongs to the host, so a redeployed proxy accepts on it at once.
+    #[serde(deserialize_with = "tcp_listen")]
+    pub listen: ListenAddr,
+    /// How many connections may wait to be accepted (default
+    /// [`DEFAULT_BACKLOG`](isopace_host::DEFAULT_BACKLOG), 1024; Linux caps it at
+    /// `net.core.somaxconn`). It applies when the socket is first bound: a redeploy that
+    /// changes it keeps the socket, and its backlog, until the proxy is undeployed.
+    #[serde(default = "default_backlog", deserialize_with = "positive_backlog")]
+    pub backlog: u32,
     /// Where to relay each connection: `host:port`, resolved anew for every connection.
     #[serde(deserialize_with = "host_port")]
     pub upstream: String,
@@ -39,7 +51,8 @@ pub struct TcpProxyConfig {
     /// without the `fq` qdisc does so with a timer per socket (always on loopback), and a
     /// proxy holds two sockets per connection. An algorithm outside
     /// `net.ipv4.tcp_allowed_congestion_control` needs `CAP_NET_ADMIN`; start fails when the
-    /// algorithm cannot be set.
+    /// algorithm cannot be set. It is set on the listening socket too, which a redeploy keeps:
+    /// a version without it accepts with the algorithm an earlier version set.
     #[serde(default, deserialize_with = "algorithm_name")]
     pub congestion_control: Option<String>,
 }
@@ -56,21 +69,39 @@ fn default_max_connections() -> usize {
     1024
 }
 
-fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let duration = isopace_config::serde_duration::deserialize(deserializer)?;
-    if duration.is_zero() {
-        return Err(de::Error::custom("must be greater than zero"));
-    }
-    Ok(duration)
+fn default_backlog() -> u32 {
+    DEFAULT_BACKLOG
 }
 
 fn positive_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(deserializer)?;
+    let n = crate::de::positive_count(deserializer)?;
+    // The semaphore that enforces it has a ceiling far above any useful limit.
+    Ok(n.min(Semaphore::MAX_PERMITS))
+}
+
+fn positive_backlog<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(deserializer)?;
     if n == 0 {
         return Err(de::Error::custom("must be at least 1"));
     }
-    // The semaphore that enforces it has a ceiling far above any useful limit.
-    Ok(n.min(Semaphore::MAX_PERMITS))
+    Ok(n)
+}
+
+fn tcp_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ListenAddr, D::Error> {
+    let addr = ListenAddr::deserialize(deserializer)?;
+    check_tcp(&addr).map_err(de::Error::custom)?;
+    Ok(addr)
+}
+
+/// A proxy relays TCP: a `unix:` listen address is refused where it is written.
+pub(super) fn check_tcp(addr: &ListenAddr) -> Result<(), String> {
+    match addr {
+        ListenAddr::Unix(path) => Err(format!(
+            "`unix:{}`: a tcp-proxy listens on TCP addresses only (`host:port` or `:port`)",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn host_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -129,6 +160,12 @@ mod tests {
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.backlog, DEFAULT_BACKLOG);
+        let c = config(json!({"listen": ":7000", "upstream": "h:1", "backlog": 16})).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.backlog, 16);
+        let c = config(json!({"listen": "localhost:7000", "upstream": "h:1"})).unwrap();
+        assert_eq!(c.listen, ListenAddr::Host("localhost".into(), 7000));
         let c = config(json!({
             "listen": "[::1]:7000", "upstream": "[::1]:7001",
             "connect_timeout": "250ms", "max_connections": 3, "idle_timeout": 30, "drain_timeout": "1s"
@@ -162,6 +199,14 @@ mod tests {
                 "unknown field",
             ),
             (json!({"listen": "nowhere", "upstream": "h:1"}), "address"),
+            (
+                json!({"listen": "unix:/run/edge.sock", "upstream": "h:1"}),
+                "TCP addresses only",
+            ),
+            (
+                json!({"listen": listen, "upstream": "h:1", "backlog": 0}),
+                "at least 1",
+            ),
             (
                 json!({"listen": listen, "upstream": "h:1", "congestion_control": ""}),
                 "not a congestion control algorithm name",

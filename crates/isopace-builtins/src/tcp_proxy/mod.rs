@@ -15,14 +15,13 @@ use std::{net::SocketAddr, sync::Arc};
 use isopace_deploy::Registry;
 use isopace_host::{BoxError, Component, Env, async_trait};
 use tokio::{
-    net::TcpListener,
     sync::{Semaphore, oneshot},
     task::JoinHandle,
     time::Instant,
 };
 
 pub use config::TcpProxyConfig;
-use config::{check_algorithm_name, check_host_port};
+use config::{check_algorithm_name, check_host_port, check_tcp};
 use serve::{Shared, serve};
 
 /// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
@@ -44,13 +43,16 @@ use serve::{Shared, serve};
 /// clients wait in the kernel's accept backlog (and are refused by the kernel only when
 /// that backlog is full). Reaching the limit is logged as a warning, at most once a minute.
 ///
-/// Stop closes the listener at once, lets open connections finish for up to
-/// `drain_timeout`, then resets the rest. In a redeploy (say, to a new upstream) the
-/// replacement binds the same address once the old proxy's stop has returned: connections
-/// already open keep their old upstream until they end or the drain deadline passes, new
-/// ones go to the new upstream, and connections attempted while the old proxy drains are
-/// refused. Keep `drain_timeout` short where redeploys must be quick, and under the host's
-/// stop timeout.
+/// The listening socket belongs to the host ([`Env::listen`]), not to one proxy. Stop stops
+/// accepting at once and returns; open connections go on for up to `drain_timeout` as the
+/// instance's tasks, which the host waits for (within its stop bound), and are then reset.
+/// In a redeploy (say, to a new upstream) the host retires the old proxy, which leaves its
+/// connections draining in the background, and the replacement accepts on the same socket
+/// as soon as it starts: connections already open keep their old upstream until they end or
+/// the drain deadline passes, new ones go to the new upstream, and one that arrives in the
+/// moment between the two versions waits in the backlog; none is refused. Only an undeploy,
+/// or the host stopping, closes the socket. Keep `drain_timeout` under the host's stop
+/// timeout.
 ///
 /// Metrics go to the env's observer (`env.observer()`), all labelled `component`:
 /// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
@@ -64,11 +66,16 @@ pub struct TcpProxy {
     config: TcpProxyConfig,
     local_addr: Option<SocketAddr>,
     running: Option<Running>,
+    /// The accept loop after stop, while it drains the open connections.
+    draining: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
 struct Running {
+    /// Tells the accept loop to stop accepting, with the drain deadline.
     stop: oneshot::Sender<Instant>,
+    /// Completes once it no longer accepts.
+    closed: oneshot::Receiver<()>,
     task: JoinHandle<()>,
 }
 
@@ -76,8 +83,12 @@ impl TcpProxy {
     /// A proxy named `name`. It binds nothing until started.
     pub fn new(name: &str, config: TcpProxyConfig) -> Result<Self, BoxError> {
         check_host_port(&config.upstream)?;
-        if config.max_connections == 0 || config.connect_timeout.is_zero() {
-            return Err("`max_connections` and `connect_timeout` must be greater than zero".into());
+        check_tcp(&config.listen)?;
+        if config.max_connections == 0 || config.connect_timeout.is_zero() || config.backlog == 0 {
+            return Err(
+                "`max_connections`, `connect_timeout` and `backlog` must be greater than zero"
+                    .into(),
+            );
         }
         if let Some(name) = &config.congestion_control {
             check_algorithm_name(name)?;
@@ -90,6 +101,7 @@ impl TcpProxy {
             config,
             local_addr: None,
             running: None,
+            draining: None,
         })
     }
 
@@ -106,6 +118,7 @@ impl TcpProxy {
             "upstream": "127.0.0.1:7001",
             "connect_timeout": "5s",
             "max_connections": 1024,
+            "backlog": 1024,
             "idle_timeout": "5m",
             "drain_timeout": "10s"
         })
@@ -119,9 +132,12 @@ impl Component for TcpProxy {
     }
 
     async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
-        let listener = TcpListener::bind(self.config.listen)
+        let listen = &self.config.listen;
+        let listener = env
+            .listen_with_backlog(listen, self.config.backlog)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
+            .and_then(isopace_host::Listener::into_tcp)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
         #[cfg(target_os = "linux")]
         if let Some(name) = &self.config.congestion_control {
@@ -132,6 +148,7 @@ impl Component for TcpProxy {
         self.local_addr = Some(addr);
         let shared = Arc::new(Shared::new(&self.name, &self.config, env));
         let (stop, stopped) = oneshot::channel();
+        let (closing, closed) = oneshot::channel();
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         tracing::info!(listen = %addr, upstream = %self.config.upstream, "tcp-proxy listening");
         let task = env.spawn(serve(
@@ -140,8 +157,9 @@ impl Component for TcpProxy {
             limit,
             self.config.max_connections,
             stopped,
+            closing,
         ));
-        self.running = Some(Running { stop, task });
+        self.running = Some(Running { stop, closed, task });
         Ok(())
     }
 
@@ -152,10 +170,25 @@ impl Component for TcpProxy {
         let _ = running
             .stop
             .send(Instant::now() + self.config.drain_timeout);
+        if running.closed.await.is_ok() {
+            // The drain goes on as the instance's task; the host waits for it.
+            self.draining = Some(running.task);
+            return Ok(());
+        }
+        // The loop ended without closing: it panicked (or was aborted).
         match running.task.await {
-            Ok(()) => Ok(()),
             Err(e) if e.is_panic() => Err("the accept loop panicked".into()),
-            Err(_) => Ok(()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl TcpProxy {
+    /// Waits until the connections open at stop have finished or been cut off.
+    #[cfg(test)]
+    pub(crate) async fn drained(&mut self) {
+        if let Some(task) = self.draining.take() {
+            let _ = task.await;
         }
     }
 }

@@ -102,6 +102,7 @@ pub(super) async fn serve(
     limit: Arc<Semaphore>,
     max_connections: usize,
     mut stopped: oneshot::Receiver<Instant>,
+    closing: oneshot::Sender<()>,
 ) {
     let mut connections = JoinSet::new();
     let mut permit: Option<OwnedSemaphorePermit> = None;
@@ -151,6 +152,7 @@ pub(super) async fn serve(
         }
     };
     drop(listener);
+    let _ = closing.send(());
     if connections.is_empty() {
         tracing::info!("tcp-proxy stopped accepting");
         return;

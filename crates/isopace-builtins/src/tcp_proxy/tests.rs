@@ -58,6 +58,12 @@ async fn proxy(
     (proxy, env, addr)
 }
 
+/// Stops the proxy and waits for its drain, as a host would.
+async fn stop(proxy: &mut TcpProxy, env: &Env) {
+    proxy.stop(env).await.unwrap();
+    proxy.drained().await;
+}
+
 /// The value of the sample `series` (name and labels, as rendered), if present.
 fn sample(metrics: &MetricsRegistry, series: &str) -> Option<f64> {
     let text = metrics.render();
@@ -116,7 +122,7 @@ async fn a_hundred_clients_get_exactly_their_bytes_back() {
     for (i, client) in clients.into_iter().enumerate() {
         assert!(client.await.unwrap(), "client {i} got other bytes back");
     }
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
 
     let total = (100 * SIZE) as f64;
     for (series, want) in [
@@ -161,7 +167,7 @@ async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
     let (mut proxy, env, addr) = proxy(dead, json!({}), &metrics).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     assert!(closed_soon(&mut client).await);
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
     let failed = r#"tcp_proxy_connections_failed_total{component="edge",reason="connect"}"#;
     assert_eq!(sample(&metrics, failed), Some(1.0));
     assert_eq!(
@@ -183,7 +189,7 @@ async fn stop_refuses_new_clients_at_once_and_closes_open_ones_at_the_drain_dead
 
     let started = Instant::now();
     let stopping = tokio::spawn(async move {
-        proxy.stop(&env).await.unwrap();
+        stop(&mut proxy, &env).await;
         started.elapsed()
     });
     let refused = async {
@@ -205,22 +211,31 @@ async fn stop_refuses_new_clients_at_once_and_closes_open_ones_at_the_drain_dead
 }
 
 #[tokio::test]
-async fn stop_returns_as_soon_as_open_connections_finish() {
+async fn stop_returns_at_once_and_the_drain_ends_as_soon_as_open_connections_finish() {
     let upstream = echo_server().await;
     let metrics = MetricsRegistry::new();
     let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
     let mut open = TcpStream::connect(addr).await.unwrap();
     assert_eq!(echo_once(&mut open, b"ping").await, b"ping");
     let started = Instant::now();
-    let stopping = tokio::spawn(async move { proxy.stop(&env).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.stop(&env).await.unwrap();
     assert!(
-        !stopping.is_finished(),
-        "stop waits for the open connection"
+        started.elapsed() < Duration::from_secs(1),
+        "stop does not wait for the drain"
     );
+    // The open connection is still relayed while it drains.
+    assert_eq!(echo_once(&mut open, b"pong").await, b"pong");
     drop(open);
-    stopping.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    tokio::time::timeout(Duration::from_secs(2), proxy.drained())
+        .await
+        .expect("the drain ends once the open connection closed");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"tcp_proxy_connections_active{component="edge"}"#
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -237,7 +252,7 @@ async fn an_idle_connection_is_closed() {
     let quiet = Instant::now();
     assert!(closed_soon(&mut client).await);
     assert!(quiet.elapsed() >= Duration::from_millis(90));
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
 }
 
 #[tokio::test]
@@ -263,7 +278,7 @@ async fn at_max_connections_new_clients_wait_until_one_closes() {
         .unwrap();
     assert_eq!(&back, b"two");
     drop(second);
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
 }
 
 #[tokio::test]
@@ -316,7 +331,7 @@ async fn a_chosen_congestion_control_is_used_and_an_unknown_one_fails_the_start(
     let data = vec![42; 100_000];
     assert!(echo_once(&mut stream, &data).await == data);
     drop(stream);
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
 
     let value = json!({
         "listen": "127.0.0.1:0",
@@ -384,7 +399,7 @@ async fn urgent_data_neither_stalls_nor_truncates_a_connection() {
         .unwrap();
     assert_eq!(back, b"firstlast");
     drop(stream);
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,5 +428,75 @@ async fn an_upstream_reset_reaches_the_client_as_a_reset_not_a_clean_end() {
     let e = read.expect_err("a reset upstream must not look like a complete stream");
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
     drop(stream);
-    proxy.stop(&env).await.unwrap();
+    stop(&mut proxy, &env).await;
+}
+
+/// The backlog of the listening TCP socket on `port` of this process, from the kernel:
+/// for a listening socket, `TCP_INFO` reports it in `tcpi_sacked`.
+#[cfg(target_os = "linux")]
+fn listen_backlog(port: u16) -> u32 {
+    use std::os::fd::RawFd;
+
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .parse::<RawFd>()
+        else {
+            continue;
+        };
+        // SAFETY: all-zero bytes are a valid `sockaddr_in`.
+        let mut local: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: getsockname writes at most `len` bytes into the struct we own; a descriptor
+        // that is not a socket (or was closed meanwhile) only fails.
+        let named =
+            unsafe { libc::getsockname(fd, (&raw mut local).cast::<libc::sockaddr>(), &mut len) };
+        if named != 0
+            || i32::from(local.sin_family) != libc::AF_INET
+            || u16::from_be(local.sin_port) != port
+        {
+            continue;
+        }
+        // SAFETY: all-zero bytes are a valid `tcp_info`.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the struct we own.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        // 10 is TCP_LISTEN; accepted sockets share the port but not the state.
+        if got == 0 && info.tcpi_state == 10 {
+            return info.tcpi_sacked;
+        }
+    }
+    panic!("no listening socket on port {port}");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_listen_backlog_is_the_configured_one() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let upstream = echo_server().await;
+    let metrics = MetricsRegistry::new();
+    let (mut small, env, addr) = proxy(upstream, json!({"backlog": 7}), &metrics).await;
+    assert_eq!(listen_backlog(addr.port()), 7);
+    stop(&mut small, &env).await;
+    let (mut default, env, addr) = proxy(upstream, json!({}), &metrics).await;
+    assert_eq!(
+        listen_backlog(addr.port()),
+        isopace_host::DEFAULT_BACKLOG.min(somaxconn)
+    );
+    stop(&mut default, &env).await;
 }
