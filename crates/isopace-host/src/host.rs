@@ -109,6 +109,16 @@ struct Settings {
     jitter: f64,
 }
 
+impl Settings {
+    /// How long an instance's stop may take: its own bound when it declared one, capped by
+    /// the shutdown timeout, else the host's stop timeout.
+    fn stop_bound(&self, instance: Option<&Instance>) -> Duration {
+        instance
+            .and_then(Instance::stop_timeout)
+            .map_or(self.stop_timeout, |own| own.min(self.shutdown_timeout))
+    }
+}
+
 /// A retired instance stopping in the background: its id, name, stop deadline and instance.
 type Retiring = (u64, Arc<str>, SystemTime, Option<Arc<Instance>>);
 
@@ -622,11 +632,11 @@ impl Host {
         };
         // The instance's tasks (a proxy's open connections) finish in the background,
         // within what is left of its stop bound.
-        let settings = self.inner.settings;
-        let bound = instance
-            .stop_timeout()
-            .map_or(settings.stop_timeout, |own| own.min(settings.shutdown_timeout));
-        let left = bound.saturating_sub(began.elapsed());
+        let left = self
+            .inner
+            .settings
+            .stop_bound(Some(&instance))
+            .saturating_sub(began.elapsed());
         let id = self.inner.next_drain.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(name);
         self.inner.draining.lock().push((
@@ -740,12 +750,7 @@ impl Host {
             Phase::Start => settings.start_timeout,
             // A component that knows its stop takes longer (a child's grace period) says so;
             // the shutdown deadline still caps it.
-            Phase::Stop => instance
-                .as_ref()
-                .and_then(|i| i.stop_timeout())
-                .map_or(settings.stop_timeout, |own| {
-                    own.min(settings.shutdown_timeout)
-                }),
+            Phase::Stop => settings.stop_bound(instance.as_deref()),
         };
         let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let Slot { component, env } = guard.slot.as_mut().expect("just filled");
