@@ -46,6 +46,13 @@ pub enum Error {
         /// The kind asked for this time.
         requested: MetricKind,
     },
+    /// The name is one the registry renders itself: a process metric, when
+    /// [`process_metrics`](crate::MetricsRegistryBuilder::process_metrics) is on.
+    #[error("metric `{name}` is one the registry renders itself, so it cannot be registered")]
+    Reserved {
+        /// The metric's name as rendered (sanitised, counters with `_total`).
+        name: String,
+    },
     /// A log filter directive did not parse.
     #[error("invalid log directive `{directive}` in `{directives}`")]
     InvalidDirective {

@@ -11,9 +11,9 @@ use crate::metrics::CounterFamily;
 /// [`Counter`], a [`Histogram`] and a [`Gauge`] by name. Callers may cache handles;
 /// implementations should make repeated lookups of one name cheap too.
 ///
-/// [`gauge`](Self::gauge) and [`forget`](Self::forget) have defaults (an inert gauge, and
-/// forgetting nothing), so an implementation without gauges or without series to drop need
-/// not mention them.
+/// [`gauge`](Self::gauge), [`forget`](Self::forget) and [`describe`](Self::describe) have
+/// defaults (an inert gauge, forgetting nothing, describing nothing), so an implementation
+/// without gauges, series to drop or descriptions need not mention them.
 pub trait Observer: Send + Sync + fmt::Debug {
     /// Begins a unit of work named `name`, annotated with `attrs`. The span ends when
     /// [`Span::end`] is called or when it is dropped, whichever comes first.
@@ -35,6 +35,25 @@ pub trait Observer: Send + Sync + fmt::Debug {
     /// Handles stay valid: a later measurement through one starts its series again from
     /// nothing. An empty `attrs` forgets nothing. The default forgets nothing.
     fn forget(&self, _attrs: &[Attr<'_>]) {}
+    /// Gives the instrument `name` (as passed to [`counter`](Self::counter),
+    /// [`histogram`](Self::histogram) or [`gauge`](Self::gauge)) a one-line description of
+    /// what it measures: the `# HELP` line of a Prometheus exposition, an OpenTelemetry
+    /// instrument's description.
+    ///
+    /// Call it before asking for the instrument, since a backend may fix the description
+    /// when it creates the instrument; describing a name again replaces its text. The
+    /// default describes nothing.
+    ///
+    /// ```
+    /// use isopace_observe::{MetricsRegistry, Observer};
+    ///
+    /// let metrics = MetricsRegistry::new();
+    /// let obs: &dyn Observer = &metrics;
+    /// obs.describe("jobs", "Jobs run, by outcome.");
+    /// obs.counter("jobs").add(1, &[]);
+    /// assert!(metrics.render().starts_with("# HELP jobs_total Jobs run, by outcome.\n"));
+    /// ```
+    fn describe(&self, _name: &str, _help: &str) {}
 }
 
 impl<O: Observer + ?Sized> Observer for Arc<O> {
@@ -52,6 +71,9 @@ impl<O: Observer + ?Sized> Observer for Arc<O> {
     }
     fn forget(&self, attrs: &[Attr<'_>]) {
         (**self).forget(attrs)
+    }
+    fn describe(&self, name: &str, help: &str) {
+        (**self).describe(name, help)
     }
 }
 
@@ -446,4 +468,5 @@ impl Observer for NopObserver {
         Gauge::noop()
     }
     fn forget(&self, _attrs: &[Attr<'_>]) {}
+    fn describe(&self, _name: &str, _help: &str) {}
 }

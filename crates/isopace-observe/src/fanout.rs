@@ -8,7 +8,8 @@ use crate::facade::{
 };
 
 /// Forwards every span, counter, histogram and gauge, and every
-/// [`forget`](Observer::forget), to each of its observers.
+/// [`forget`](Observer::forget) and [`describe`](Observer::describe), to each of its
+/// observers.
 ///
 /// Children that hand out inert handles are skipped, and when only one child records, its
 /// handle is returned as is, so fanning out costs nothing over the observers themselves.
@@ -110,6 +111,12 @@ impl Observer for FanoutObserver {
     fn forget(&self, attrs: &[Attr<'_>]) {
         for c in self.children.iter() {
             c.forget(attrs);
+        }
+    }
+
+    fn describe(&self, name: &str, help: &str) {
+        for c in self.children.iter() {
+            c.describe(name, help);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the observability facade, one module per topic.
 
+mod exposition;
 mod fanout;
 mod forget;
 mod logging;

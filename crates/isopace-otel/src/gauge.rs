@@ -39,13 +39,14 @@ pub(crate) struct OtelGauge {
 impl OtelGauge {
     /// The gauge `name`, registered with `meter`. Create one per name: each registers a
     /// callback of its own.
-    pub(crate) fn new(meter: &Meter, name: &str) -> Self {
+    pub(crate) fn new(meter: &Meter, name: &str, description: String) -> Self {
         let series = Arc::new(RwLock::new(SeriesMap::new()));
         // Weak, so once every handle is gone the callback observes nothing rather than
         // exporting the last values for as long as the meter provider lives.
         let observed: Weak<RwLock<SeriesMap>> = Arc::downgrade(&series);
         meter
             .f64_observable_gauge(name.to_owned())
+            .with_description(description)
             .with_callback(move |instrument| {
                 let Some(series) = observed.upgrade() else {
                     return;

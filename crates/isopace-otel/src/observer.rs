@@ -41,6 +41,8 @@ pub const SCOPE_NAME: &str = "isopace";
 ///   error wins.
 /// - Instruments are created once per name and cached, so looking one up again is a map
 ///   read; keep the handle anyway on hot paths.
+/// - [`describe`](Observer::describe) gives the instruments created with that name
+///   afterwards their description; an instrument created before keeps the one it has.
 /// - A gauge is an observable gauge whose series the observer keeps: [`Gauge::add`] is
 ///   exact, and [`Gauge::remove`] drops the series, which the SDK then stops exporting at
 ///   its next collection. Each collection reports every series' current value. Once every
@@ -61,6 +63,18 @@ struct Inner {
     counters: RwLock<HashMap<Box<str>, Counter>>,
     histograms: RwLock<HashMap<Box<str>, Histogram>>,
     gauges: RwLock<HashMap<Box<str>, Arc<OtelGauge>>>,
+    descriptions: RwLock<HashMap<Box<str>, Box<str>>>,
+}
+
+impl Inner {
+    /// The description given to `name`, empty if none was.
+    fn description(&self, name: &str) -> String {
+        self.descriptions
+            .read()
+            .get(name)
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    }
 }
 
 impl OtelObserver {
@@ -80,6 +94,7 @@ impl OtelObserver {
                 counters: RwLock::default(),
                 histograms: RwLock::default(),
                 gauges: RwLock::default(),
+                descriptions: RwLock::default(),
             }),
         }
     }
@@ -163,23 +178,44 @@ impl Observer for OtelObserver {
 
     fn counter(&self, name: &str) -> Counter {
         cached(&self.inner.counters, name, || {
-            let counter = self.inner.meter.u64_counter(name.to_owned()).build();
+            let counter = self
+                .inner
+                .meter
+                .u64_counter(name.to_owned())
+                .with_description(self.inner.description(name))
+                .build();
             Counter::new(Arc::new(OtelCounter(counter)))
         })
     }
 
     fn histogram(&self, name: &str) -> Histogram {
         cached(&self.inner.histograms, name, || {
-            let histogram = self.inner.meter.f64_histogram(name.to_owned()).build();
+            let histogram = self
+                .inner
+                .meter
+                .f64_histogram(name.to_owned())
+                .with_description(self.inner.description(name))
+                .build();
             Histogram::new(Arc::new(OtelHistogram(histogram)))
         })
     }
 
     fn gauge(&self, name: &str) -> Gauge {
         let gauge: Arc<OtelGauge> = cached(&self.inner.gauges, name, || {
-            Arc::new(OtelGauge::new(&self.inner.meter, name))
+            Arc::new(OtelGauge::new(
+                &self.inner.meter,
+                name,
+                self.inner.description(name),
+            ))
         });
         Gauge::new(gauge)
+    }
+
+    fn describe(&self, name: &str, help: &str) {
+        self.inner
+            .descriptions
+            .write()
+            .insert(name.into(), help.into());
     }
 
     fn forget(&self, attrs: &[Attr<'_>]) {

@@ -165,3 +165,21 @@ fn forget_drops_the_matching_gauge_series() {
     active.add(1.0, &[attr("component", "edge"), attr("listener", "a")]);
     assert_eq!(t.gauge_series("active").len(), 2);
 }
+
+#[test]
+fn described_instruments_carry_their_description() {
+    let t = Telemetry::new();
+    let obs = &t.observer;
+    obs.describe("requests", "Requests handled, by outcome.");
+    obs.describe("latency", "Time to answer, in seconds.");
+    obs.describe("active", "Connections open now.");
+    obs.counter("requests").add(1, &[]);
+    obs.histogram("latency").observe(0.5, &[]);
+    obs.gauge("active").set(2.0, &[]);
+    obs.counter("undescribed").add(1, &[]);
+
+    assert_eq!(t.description("requests"), "Requests handled, by outcome.");
+    assert_eq!(t.description("latency"), "Time to answer, in seconds.");
+    assert_eq!(t.description("active"), "Connections open now.");
+    assert_eq!(t.description("undescribed"), "");
+}

@@ -73,6 +73,11 @@ impl Telemetry {
         read(metric)
     }
 
+    /// The description the metric `name` was exported with.
+    pub(crate) fn description(&self, name: &str) -> String {
+        self.with_metric(name, |metric| metric.description().to_owned())
+    }
+
     /// Every series of the gauge `name` in a fresh collection, as (attributes sorted by key,
     /// value), sorted; empty when the gauge exported nothing.
     pub(crate) fn gauge_series(&self, name: &str) -> Vec<(Vec<KeyValue>, f64)> {

@@ -8,6 +8,7 @@
 
 mod encode;
 mod labels;
+mod process;
 mod series;
 mod sharded;
 
@@ -62,6 +63,13 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 /// - The series without labels is rendered when it has recorded something or when the
 ///   metric has never had a labelled series, so a metric that was asked for but not used
 ///   yet shows up as a zero. A metric with nothing to render is left out entirely.
+/// - [`describe`](Self::describe) gives a metric its `# HELP` line; a metric without one
+///   renders only its `# TYPE` line, and [`undescribed`](Self::undescribed) lists such
+///   metrics, for a test that keeps every metric described. A span's metrics are described
+///   by their own names (`s_duration_seconds`, `s_errors`).
+/// - With [`process_metrics`](MetricsRegistryBuilder::process_metrics), the standard
+///   `process_*` metrics are read from `/proc/self` at each render (on Linux; on other
+///   systems they are absent).
 /// - [`forget`](Observer::forget) drops every labelled series, of every metric (span
 ///   durations and span error counts included), whose labels include the given ones, and
 ///   [`Gauge::remove`] drops one gauge series. The metrics themselves stay registered, so
@@ -93,6 +101,10 @@ struct Shared {
     /// Every name a metric claims (its own and its series' names) to the metric.
     metrics: RwLock<HashMap<String, Entry>>,
     help: RwLock<HashMap<String, String>>,
+    /// Whether `render` reads the process metrics.
+    process: bool,
+    /// The names the process metrics claim, which no registered metric may claim too.
+    reserved: HashSet<String>,
     buckets: HashMap<String, Arc<[f64]>>,
     default_buckets: Arc<[f64]>,
     conflicts_logged: Mutex<HashSet<String>>,
@@ -148,7 +160,7 @@ impl MetricsRegistry {
         MetricsRegistry::default()
     }
 
-    /// A builder for per-histogram buckets and help texts.
+    /// A builder for per-histogram buckets, help texts and the process metrics.
     pub fn builder() -> MetricsRegistryBuilder {
         MetricsRegistryBuilder::default()
     }
@@ -182,7 +194,10 @@ impl MetricsRegistry {
     }
 
     /// Sets the `# HELP` text of the metric `name` (as given to `counter`, `histogram` or
-    /// `gauge`). Metrics without help text render only their `# TYPE` line.
+    /// `gauge`; a counter may be named with or without `_total`), before or after the metric
+    /// is first asked for. Metrics without help text render only their `# TYPE` line.
+    ///
+    /// The same as [`Observer::describe`], callable without the trait in scope.
     pub fn describe(&self, name: &str, help: &str) {
         self.shared
             .help
@@ -190,33 +205,89 @@ impl MetricsRegistry {
             .insert(metric_name(name).into_owned(), help.to_owned());
     }
 
-    /// Every metric in the Prometheus text exposition format (0.0.4), sorted by metric name
-    /// and then by label set, so the output is stable.
-    pub fn render(&self) -> String {
-        let mut metrics: Vec<Entry> = self
+    /// The names (as rendered) of every metric asked for so far that has no help text,
+    /// sorted; whether it has samples to render yet or not. A test that exercises a
+    /// component and asserts this is empty keeps every metric it creates described.
+    ///
+    /// ```
+    /// use isopace_observe::{MetricsRegistry, Observer};
+    ///
+    /// let metrics = MetricsRegistry::new();
+    /// metrics.describe("jobs", "Jobs run.");
+    /// metrics.counter("jobs").add(1, &[]);
+    /// metrics.gauge("queue_depth").set(3.0, &[]);
+    /// assert_eq!(metrics.undescribed(), ["queue_depth"]);
+    /// ```
+    pub fn undescribed(&self) -> Vec<String> {
+        let metrics: Vec<(Arc<str>, MetricKind)> = self
             .shared
             .metrics
             .read()
             .iter()
             .filter(|(claim, e)| **claim == *e.name)
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| (e.name.clone(), e.metric.kind()))
             .collect();
-        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        let help = self.shared.help.read();
+        let mut names: Vec<String> = metrics
+            .into_iter()
+            .filter(|(name, kind)| help_for(&help, name, *kind).is_none())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Sets the info metric `name`: a gauge whose one series has the value 1 and carries
+    /// the information in its labels, like Prometheus's own `prometheus_build_info`.
+    ///
+    /// ```
+    /// use isopace_observe::{MetricsRegistry, attr};
+    ///
+    /// let metrics = MetricsRegistry::new();
+    /// metrics.set_info("edge_build_info", "The running build.", &[attr("version", "2.7.1")]);
+    /// let text = metrics.render();
+    /// assert!(text.starts_with("# HELP edge_build_info The running build.\n"));
+    /// assert!(text.ends_with("# TYPE edge_build_info gauge\nedge_build_info{version=\"2.7.1\"} 1\n"));
+    /// ```
+    pub fn set_info(&self, name: &str, help: &str, labels: &[Attr<'_>]) {
+        self.describe(name, help);
+        self.gauge(name).set(1.0, labels);
+    }
+
+    /// Every metric in the Prometheus text exposition format (0.0.4), sorted by metric name
+    /// and then by label set, so the output is stable.
+    pub fn render(&self) -> String {
+        let mut families: Vec<Exposed> = self
+            .shared
+            .metrics
+            .read()
+            .iter()
+            .filter(|(claim, e)| **claim == *e.name)
+            .map(|(_, e)| Exposed::Metric(e.clone()))
+            .collect();
+        if self.shared.process {
+            families.extend(
+                process::read()
+                    .into_iter()
+                    .map(|(d, v)| Exposed::Process(d, v)),
+            );
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let help = self.shared.help.read();
         let mut out = String::new();
-        for Entry { name, metric } in metrics {
+        for family in families {
+            let Entry { name, metric } = match family {
+                Exposed::Metric(entry) => entry,
+                Exposed::Process(d, value) => {
+                    encode::header(&mut out, d.name, d.kind.as_str(), Some(d.help));
+                    encode::sample(&mut out, d.name, &[], None, &encode::float(value));
+                    continue;
+                }
+            };
             // The header goes first; it is taken back if the metric has no sample to show.
             let start = out.len();
-            let help = help.get(&*name).or_else(|| match metric {
-                Metric::Counter(_) => help.get(name.strip_suffix("_total").unwrap_or(&name)),
-                _ => None,
-            });
-            encode::header(
-                &mut out,
-                &name,
-                metric.kind().as_str(),
-                help.map(String::as_str),
-            );
+            let help = help_for(&help, &name, metric.kind());
+            encode::header(&mut out, &name, metric.kind().as_str(), help);
             let samples = out.len();
             match metric {
                 Metric::Counter(f) => {
@@ -279,6 +350,11 @@ impl MetricsRegistry {
         if let Some(e) = claims.iter().find_map(|c| metrics.get(c)) {
             return Err(self.conflict(name, e.metric.kind(), kind));
         }
+        if claims.iter().any(|c| self.shared.reserved.contains(c)) {
+            return Err(Error::Reserved {
+                name: name.to_owned(),
+            });
+        }
         let metric = match kind {
             MetricKind::Counter => {
                 Metric::Counter(Arc::new(Family::new(ShardedCounter::default())))
@@ -314,15 +390,23 @@ impl MetricsRegistry {
     /// Logs a conflict the first time it happens for a name; the handle given out instead
     /// records nothing, so the log line is the only trace of the mistake.
     fn report(&self, error: Error) {
-        let Error::KindConflict { name, .. } = &error else {
+        let (Error::KindConflict { name, .. } | Error::Reserved { name }) = &error else {
             return;
         };
-        if self.shared.conflicts_logged.lock().insert(name.clone()) {
-            tracing::error!(
+        if !self.shared.conflicts_logged.lock().insert(name.clone()) {
+            return;
+        }
+        match error {
+            Error::Reserved { .. } => tracing::error!(
+                target: "isopace::metrics",
+                error = %error,
+                "metric name reserved; the handle records nothing"
+            ),
+            _ => tracing::error!(
                 target: "isopace::metrics",
                 error = %error,
                 "metric kind conflict; the handle records nothing"
-            );
+            ),
         }
     }
 
@@ -389,6 +473,10 @@ impl Observer for MetricsRegistry {
             self.report(e);
             Gauge::noop()
         })
+    }
+
+    fn describe(&self, name: &str, help: &str) {
+        MetricsRegistry::describe(self, name, help);
     }
 
     fn forget(&self, attrs: &[Attr<'_>]) {
@@ -509,13 +597,15 @@ impl SpanBackend for MetricsSpan {
     }
 }
 
-/// Builds a [`MetricsRegistry`] with per-histogram buckets and help texts.
+/// Builds a [`MetricsRegistry`] with per-histogram buckets, help texts and the process
+/// metrics.
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct MetricsRegistryBuilder {
     default_buckets: Option<Vec<f64>>,
     buckets: HashMap<String, Vec<f64>>,
     help: HashMap<String, String>,
+    process: bool,
 }
 
 impl MetricsRegistryBuilder {
@@ -542,6 +632,29 @@ impl MetricsRegistryBuilder {
         self
     }
 
+    /// Whether the registry renders the standard process metrics of the Prometheus client
+    /// libraries (off unless set), read from `/proc/self` at each render:
+    /// `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+    /// `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds` and
+    /// `process_start_time_seconds`. On systems other than Linux they are absent.
+    ///
+    /// With them on, their names are reserved everywhere: asking for one as a metric of
+    /// your own is [`Error::Reserved`] (and an inert handle through the [`Observer`]
+    /// methods).
+    ///
+    /// ```
+    /// use isopace_observe::MetricsRegistry;
+    ///
+    /// let metrics = MetricsRegistry::builder().process_metrics(true).build();
+    /// let text = metrics.render();
+    /// # #[cfg(target_os = "linux")]
+    /// assert!(text.contains("\n# TYPE process_cpu_seconds_total counter\n"));
+    /// ```
+    pub fn process_metrics(mut self, on: bool) -> Self {
+        self.process = on;
+        self
+    }
+
     /// The registry.
     pub fn build(self) -> MetricsRegistry {
         let default_buckets = bounds(
@@ -552,6 +665,15 @@ impl MetricsRegistryBuilder {
             shared: Arc::new(Shared {
                 metrics: RwLock::default(),
                 help: RwLock::new(self.help),
+                process: self.process,
+                reserved: if self.process {
+                    process::ALL
+                        .iter()
+                        .flat_map(|d| claims(d.kind, d.name))
+                        .collect()
+                } else {
+                    HashSet::new()
+                },
                 buckets: self
                     .buckets
                     .into_iter()
@@ -562,6 +684,36 @@ impl MetricsRegistryBuilder {
             }),
         }
     }
+}
+
+/// One family to render: a registered metric, or a process metric as read just now.
+enum Exposed {
+    Metric(Entry),
+    Process(&'static process::Definition, f64),
+}
+
+impl Exposed {
+    fn name(&self) -> &str {
+        match self {
+            Exposed::Metric(e) => &e.name,
+            Exposed::Process(d, _) => d.name,
+        }
+    }
+}
+
+/// The help text of the metric rendered as `name`; a counter's may be given without
+/// `_total`.
+fn help_for<'h>(
+    help: &'h HashMap<String, String>,
+    name: &str,
+    kind: MetricKind,
+) -> Option<&'h str> {
+    help.get(name)
+        .or_else(|| match kind {
+            MetricKind::Counter => help.get(name.strip_suffix("_total")?),
+            _ => None,
+        })
+        .map(String::as_str)
 }
 
 fn bounds(mut v: Vec<f64>) -> Arc<[f64]> {
