@@ -129,6 +129,23 @@ pub(crate) struct RunArgs {
     /// policy gave up), so a service manager restarts the whole daemon.
     #[arg(long, env = "ISOPACE_EXIT_ON_CRITICAL_FAILURE")]
     pub(crate) exit_on_critical_failure: bool,
+    /// Where running `exec` children are recorded, so that after the daemon was killed the
+    /// next start kills what they left. Default: `$XDG_RUNTIME_DIR/<name>`, else
+    /// `/run/<name>` when writable, else `<temp dir>/<name>-<uid>`.
+    #[arg(long, env = "ISOPACE_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Whether each `exec` child gets a cgroup (v2) of its own where the daemon may create
+    /// one, so a stop kills everything it started; `off` tracks children through /proc.
+    #[arg(long, env = "ISOPACE_EXEC_CGROUPS", value_enum, default_value_t = Cgroups::Auto)]
+    pub(crate) exec_cgroups: Cgroups,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Cgroups {
+    /// A cgroup per child where the daemon may create one.
+    Auto,
+    /// No cgroups: each child's session, process group and descendants, through /proc.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use isopace_builtins::admin::Readiness;
+use isopace_builtins::{
+    admin::Readiness,
+    exec::{self, ChildSupervisor},
+};
 use isopace_config::{Config, ConfigWatcher};
 use isopace_deploy::{Deployer, DeployerHandle};
 use isopace_host::{Host, State, error_chain};
@@ -13,7 +16,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK,
-    cli::{Format, RunArgs},
+    cli::{Cgroups, Format, RunArgs},
     commands::load_config,
 };
 
@@ -32,7 +35,7 @@ pub(crate) fn run(app: App, args: RunArgs, flags: &[String]) -> u8 {
     };
     let code = runtime.block_on(run_async(app, args, flags));
     // A child whose stop timed out must not outlive the daemon.
-    isopace_builtins::exec::kill_all_children();
+    exec::kill_all_children();
     code
 }
 
@@ -74,6 +77,9 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         tracing::error!(dir = %args.deploy.display(), "the deploy directory does not exist or is not a directory");
         return EXIT_INVALID_CONFIG;
     }
+    let Some(children) = supervise_children(&args, &app.identity.name).await else {
+        return EXIT_FAILURE;
+    };
 
     let metrics = MetricsRegistry::new();
     let observer = FanoutObserver::new(vec![Arc::new(TracingObserver), Arc::new(metrics.clone())]);
@@ -102,6 +108,7 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     env.insert_extension(deployments.clone());
     env.insert_extension(metrics);
     env.insert_extension(readiness.clone());
+    env.insert_extension(children);
     for provide in app.extensions {
         provide(env);
     }
@@ -192,12 +199,56 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
                     && std::mem::replace(&mut signalled, true)
                 {
                     tracing::warn!(signal = again.name(), "second signal during shutdown: exiting now");
-                    isopace_builtins::exec::kill_all_children();
+                    exec::kill_all_children();
                     std::process::exit(code);
                 }
             }
         }
     }
+}
+
+/// Sets up how `exec` children are contained and recorded, kills what a killed predecessor
+/// left behind, and reaps orphans when this process is PID 1 or adopts them.
+async fn supervise_children(args: &RunArgs, name: &str) -> Option<ChildSupervisor> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| exec::default_state_dir(name));
+    let supervisor = match ChildSupervisor::builder()
+        .state_dir(&state_dir)
+        .cgroups(args.exec_cgroups == Cgroups::Auto)
+        .adopt_orphans(true)
+        .build()
+    {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot supervise exec children");
+            return None;
+        }
+    };
+    tracing::info!(
+        state_dir = %state_dir.display(),
+        containment = %supervisor.containment(),
+        "supervising exec children"
+    );
+    let reclaimed = supervisor.reclaim().await;
+    if reclaimed.processes > 0 || reclaimed.cgroups > 0 {
+        tracing::warn!(
+            processes = reclaimed.processes,
+            cgroups = reclaimed.cgroups,
+            "killed what the exec children of an earlier, killed run left behind"
+        );
+    } else if reclaimed.records > 0 {
+        tracing::info!(
+            records = reclaimed.records,
+            "removed the records of an earlier run's exec children; none was left"
+        );
+    }
+    if std::process::id() == 1 || supervisor.is_subreaper() {
+        tracing::debug!("reaping orphaned processes");
+        tokio::spawn(exec::reap_orphans());
+    }
+    Some(supervisor)
 }
 
 /// SIGHUP's work after the config reload: a rescan (which redeploys what changed), then a

@@ -1,5 +1,5 @@
 //! The task that owns one `exec` child: waits for it and reports its end to the host, or
-//! stops it with its process group when the component stops.
+//! stops it with everything it started when the component stops.
 
 use std::{
     fmt, io,
@@ -14,11 +14,7 @@ use isopace_observe::{Counter, attr};
 use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
 
-use super::{
-    ExecConfig, ExecStatus,
-    process_group::{clear_group, group_alive, signal_group},
-    spawn::Child,
-};
+use super::{ChildSupervisor, ExecConfig, ExecStatus, spawn::Child};
 
 /// How a child ended.
 enum Exit {
@@ -119,13 +115,14 @@ pub(super) struct Runner {
     pub(super) config: Arc<ExecConfig>,
     pub(super) status: Arc<Mutex<ExecStatus>>,
     pub(super) env: Env,
+    pub(super) supervisor: ChildSupervisor,
     pub(super) starts: Counter,
     pub(super) exits: Counter,
     pub(super) spawn_failures: Counter,
 }
 
 /// How long the output of an ended child may take to be logged before it is dropped (a
-/// process outside the group may still hold the pipe).
+/// process that escaped the child's tree may still hold the pipe).
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 impl Runner {
@@ -163,7 +160,7 @@ impl Runner {
         }
     }
 
-    /// Accounts for a child that ended on its own and clears what is left of its group.
+    /// Accounts for a child that ended on its own and clears what is left of its tree.
     async fn exited(&self, child: Child, waited: io::Result<ExitStatus>) -> Exit {
         let exit = match waited {
             Ok(status) => Exit::Status(status),
@@ -174,32 +171,35 @@ impl Runner {
         } else {
             tracing::warn!(pid = child.pid, status = %exit, "child exited");
         }
-        if group_alive(child.group.pgid) {
-            tracing::info!(pgid = child.group.pgid, signal = %self.config.stop_signal, "stopping what is left of the child's process group");
-            signal_group(child.group.pgid, self.config.stop_signal.number());
-            clear_group(child.group.pgid, Instant::now() + self.config.stop_grace).await;
+        if child.tree.alive() {
+            tracing::info!(pid = child.pid, signal = %self.config.stop_signal, "stopping what is left of the processes the child started");
+            child.tree.signal(self.config.stop_signal.number());
+            child
+                .tree
+                .clear(Instant::now() + self.config.stop_grace)
+                .await;
         }
         self.finish(child, &exit).await;
         exit
     }
 
-    /// Stops a running child: `stop_signal` to its group, then `SIGKILL` after the grace.
+    /// Stops a running child: `stop_signal` to everything it started, then `SIGKILL` (with
+    /// `cgroup.kill` where it has a cgroup) after the grace.
     async fn terminate(&self, mut child: Child) {
-        let pgid = child.group.pgid;
         let signal = self.config.stop_signal;
         let grace = self.config.stop_grace;
         let deadline = Instant::now() + grace;
         tracing::info!(pid = child.pid, %signal, ?grace, "stopping the child");
-        signal_group(pgid, signal.number());
+        child.tree.signal(signal.number());
         let waited = match tokio::time::timeout_at(deadline, child.process.wait()).await {
             Ok(waited) => waited,
             Err(_) => {
-                tracing::warn!(pid = child.pid, ?grace, %signal, "the child ignored the stop signal; killing its process group");
-                signal_group(pgid, libc::SIGKILL);
+                tracing::warn!(pid = child.pid, ?grace, %signal, "the child ignored the stop signal; killing it and everything it started");
+                child.tree.kill();
                 child.process.wait().await
             }
         };
-        clear_group(pgid, deadline).await;
+        child.tree.clear(deadline).await;
         let exit = match waited {
             Ok(status) => Exit::Status(status),
             Err(e) => Exit::WaitFailed(e),
@@ -208,10 +208,18 @@ impl Runner {
         self.finish(child, &exit).await;
     }
 
-    /// Records an end once the child is reaped and its group is gone.
-    async fn finish(&self, mut child: Child, exit: &Exit) {
-        child.group.release();
-        for output in &mut child.output {
+    /// Records an end once the child is reaped and its tree is gone.
+    async fn finish(&self, child: Child, exit: &Exit) {
+        let Child {
+            tree,
+            owned,
+            mut output,
+            ..
+        } = child;
+        tree.release();
+        // tokio has reaped the child: an orphan reaper may have its pid now.
+        drop(owned);
+        for output in &mut output {
             if tokio::time::timeout(OUTPUT_GRACE, &mut *output)
                 .await
                 .is_err()

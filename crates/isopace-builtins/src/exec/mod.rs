@@ -1,6 +1,6 @@
 //! The `exec` component type: a child process whose end is the component's end — a clean
 //! finish when it exits 0, a failure otherwise — with its output logged, and stopped with
-//! its whole process group.
+//! every process it started.
 //!
 //! An `exec` component does not restart its child itself: the host supervises it like any
 //! component and applies the descriptor's `restart` policy, starting a fresh `exec` built
@@ -31,17 +31,79 @@
 //!
 //! A descriptor without them gets the descriptor's defaults: on failure, a backoff from
 //! 100 ms to 30 s, at most 5 restarts in 60 s.
+//!
+//! # Every descendant goes with the child
+//!
+//! A child runs in a session and process group of its own. A stop — `stop`, an undeploy, a
+//! restart, the daemon's shutdown — ends everything the child started, not only the child:
+//!
+//! - **In a cgroup, where there is one to have.** When this process may create cgroups in
+//!   a cgroup v2 hierarchy (found through `/proc/self/mountinfo`, so also on hosts that
+//!   mount it at `/sys/fs/cgroup/unified`), each child joins a cgroup of its own under the
+//!   process's cgroup before it runs its program: `<own cgroup>/isopace-exec.<pid>.<start
+//!   time>/<n>.<component>`. `stop_signal` goes to every process in it, `cgroup.kill` after
+//!   `stop_grace`, and the stop returns once `cgroup.events` says `populated 0` (or a bound
+//!   passes) and the cgroup is removed. Nothing escapes it: not a grandchild that calls
+//!   `setsid`, not a daemon that double-forks. [`ExecStatus::cgroup`] names it.
+//! - **Else through `/proc`.** The child's tree is every process in its session or process
+//!   group, every descendant of one, and every process seen in the tree before (by pid and
+//!   start time). A grandchild that calls `setsid` is in it while its parent lives, and once
+//!   seen, also after. One that left the session *and* lost its parent before any scan
+//!   saw it (a double fork) is not: with [`ChildSupervisor`]'s `adopt_orphans`, which
+//!   `isopace run` turns on, such orphans are re-parented to the daemon instead of to init
+//!   and killed when it exits.
+//!
+//! Which of the two applies is [`ChildSupervisor::containment`]; `isopace run` logs it at
+//! startup, and `--exec-cgroups off` chooses the second.
+//!
+//! # When the daemon itself is killed
+//!
+//! The kernel kills each direct child when the daemon dies, however it dies
+//! (`PR_SET_PDEATHSIG`; children are forked by a thread that lives as long as the process,
+//! since the signal follows the forking thread). What the children started survives that.
+//! So with a state directory ([`ChildSupervisor`], `isopace run --state-dir`), every running
+//! child is recorded — pid, start time, cgroup — until it and everything it started are
+//! gone, and [`ChildSupervisor::reclaim`] at the next start kills what a killed daemon
+//! left: the recorded cgroup, or the recorded session and process group while the child's
+//! pid still names it (a pid with another start time is another process, left alone).
+//! Daemons that still run keep theirs, so several may share one directory.
+//!
+//! # Under systemd and Kubernetes
+//!
+//! A service manager already guarantees part of this, for the daemon as a whole:
+//!
+//! - **systemd** puts the service in a cgroup. With `KillMode=control-group` (the default)
+//!   or `KillMode=mixed` (the example unit's: `SIGTERM` to isopace alone, so it stops its
+//!   components in order, then `SIGKILL` to whatever is left), nothing of the unit survives
+//!   a stop, and when isopace dies, systemd kills the rest of the cgroup before any restart.
+//!   What it does not do is stop one component's descendants while the daemon runs: give
+//!   the unit `Delegate=yes` so isopace may create a cgroup per child under its own
+//!   (a `DynamicUser=` service otherwise cannot write there, and a root service must not
+//!   write into a cgroup systemd did not delegate).
+//! - **Kubernetes** runs isopace as the container's PID 1. When PID 1 dies, the kernel kills
+//!   every process of the container's PID namespace, so nothing outlives a crash; but PID 1
+//!   also inherits every orphan of the container, and must reap it: `isopace run` does,
+//!   with [`reap_orphans`], whenever it is PID 1. The container's `/sys/fs/cgroup` is
+//!   usually read-only, so children are tracked through `/proc`.
 
+mod cgroup;
 mod child;
 mod config;
 mod legacy;
 mod output;
-mod process_group;
+mod procfs;
+mod reaper;
 mod spawn;
+mod state;
+mod supervisor;
 #[cfg(test)]
 mod tests;
+mod tree;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use isopace_deploy::Registry;
 use isopace_host::{BoxError, Component, Env, async_trait};
@@ -51,13 +113,19 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use child::Runner;
 pub use config::{ExecConfig, StopSignal};
-pub use process_group::kill_all_children;
+pub use reaper::{reap_orphans, reap_zombies};
+pub use supervisor::{
+    ChildSupervisor, ChildSupervisorBuilder, Containment, Reclaimed, SupervisorError,
+    default_state_dir,
+};
+pub use tree::kill_all_children;
 
 /// What an `exec` component reports about its child, published as the component's details
 /// ([`ComponentStatus::details`](isopace_host::ComponentStatus::details), `/components`):
 ///
 /// ```json
-/// {"pid": 1234, "started_at": "2025-01-02T03:04:05.678Z", "exited_at": null, "last_exit": null}
+/// {"pid": 1234, "started_at": "2025-01-02T03:04:05.678Z", "exited_at": null, "last_exit": null,
+///  "cgroup": "/sys/fs/cgroup/isopace-exec.812.4711/1.worker"}
 /// {"pid": null, "started_at": "...", "exited_at": "...", "last_exit": "exit status 1", "exit_code": 1}
 /// {"pid": null, "started_at": "...", "exited_at": "...", "last_exit": "killed by SIGKILL", "signal": "SIGKILL"}
 /// ```
@@ -82,6 +150,10 @@ pub struct ExecStatus {
     /// The signal that killed it, such as `SIGKILL`, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The cgroup the child and everything it starts run in, when it has one (see
+    /// [Every descendant goes with the child](self#every-descendant-goes-with-the-child)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 impl ExecStatus {
@@ -100,24 +172,29 @@ fn timestamp<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::O
 
 /// Runs `command` as a child process; its end is the component's end.
 ///
-/// `start` spawns the child in its own process group, with `/dev/null` as stdin, its stdout
-/// and stderr logged line by line (`stream` = `stdout` or `stderr`) inside the component's
-/// span, and the open-file limit isopace started with. A program that cannot run fails the
-/// start.
+/// `start` spawns the child in its own session and process group (and cgroup, where it can;
+/// see the [module docs](self)), with `/dev/null` as stdin, its stdout and stderr logged
+/// line by line (`stream` = `stdout` or `stderr`) inside the component's span, and the
+/// open-file limit isopace started with. A program that cannot run fails the start. The
+/// [`ChildSupervisor`] it reads from the env's extensions, if there is one, decides how
+/// children are contained and where they are recorded.
 ///
-/// When the child ends on its own, the rest of its process group is stopped too, and the
+/// When the child ends on its own, what is left of what it started is stopped too, and the
 /// end is reported to the host through the component's [`Env`]: exit status 0 is a clean
 /// finish ([`Env::finish`]: the component is `stopped`), any other status or a signal a
 /// failure naming it ([`Env::fail`]). The host's restart policy decides what follows; a
 /// restart is a new component with a new child. [`ExecStatus`] is published as the
 /// component's details.
 ///
-/// `stop` sends `stop_signal` to the process group, waits up to `stop_grace`, then sends
-/// `SIGKILL`; it returns once the child is reaped and no process of its group is left.
+/// `stop` sends `stop_signal` to every process the child started, waits up to
+/// `stop_grace`, then kills them all (`cgroup.kill`, or `SIGKILL` to each); it returns once
+/// the child is reaped and none of them is left. It declares that bound, plus a margin for
+/// the kill, as its stop timeout ([`Env::set_stop_timeout`]).
 ///
 /// Children never outlive the daemon: on Linux each child is killed by the kernel when
-/// isopace dies (`PR_SET_PDEATHSIG`), and `isopace run` kills every child's process group
-/// with [`kill_all_children`] when a second signal cuts shutdown short.
+/// isopace dies (`PR_SET_PDEATHSIG`), what it started is killed by the next start when
+/// children are recorded ([`ChildSupervisor::reclaim`]), and `isopace run` kills every
+/// child's tree with [`kill_all_children`] when a second signal cuts shutdown short.
 ///
 /// Metrics, all labelled `component`: `exec_starts_total`, `exec_spawn_failures_total` and
 /// `exec_exits_total{status="0"|"1"|...|"SIGKILL"|...}`; restarts are the host's
@@ -129,6 +206,10 @@ pub struct Exec {
     status: Arc<Mutex<ExecStatus>>,
     running: Option<Running>,
 }
+
+/// What a stop may take beyond `stop_grace`: the kill, the wait for the processes to go,
+/// and the last of the child's output.
+const STOP_MARGIN: Duration = Duration::from_secs(3);
 
 /// The started child's task and the way to stop it.
 #[derive(Debug)]
@@ -183,11 +264,13 @@ impl Component for Exec {
             config: Arc::clone(&self.config),
             status: Arc::clone(&self.status),
             env: env.clone(),
+            supervisor: env.extension::<ChildSupervisor>().unwrap_or_default(),
             starts: observer.counter("exec_starts"),
             exits: observer.counter("exec_exits"),
             spawn_failures: observer.counter("exec_spawn_failures"),
         };
-        let child = runner.spawn()?;
+        let child = runner.spawn().await?;
+        env.set_stop_timeout(self.config.stop_grace + STOP_MARGIN);
         let (stop, stopped) = oneshot::channel();
         let task = env.spawn(runner.run(child, stopped));
         self.running = Some(Running { stop, task });
@@ -209,7 +292,7 @@ impl Component for Exec {
 
 impl Drop for Exec {
     fn drop(&mut self) {
-        // Never stopped: aborting the task drops the child, which kills its group.
+        // Never stopped: aborting the task drops the child, which kills its tree.
         if let Some(running) = self.running.take() {
             running.task.abort();
         }
@@ -221,7 +304,7 @@ pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Er
     registry.register_typed(
         "exec",
         "runs a command as a child process: its exit is the component's failure, or a clean \
-         finish at status 0; stopped with its process group",
+         finish at status 0; stopped with every process it started",
         Exec::example(),
         |name: &str, config: ExecConfig, _env: &Env| Exec::new(name, config),
     )?;

@@ -1,6 +1,7 @@
 //! The `exec` component's behaviour under a host: a child's end is the component's failure
-//! or finish, restarts are the host's with a fresh child, and stop or undeploy take the
-//! child's whole process group.
+//! or finish, restarts are the host's with a fresh child, stop or undeploy take everything
+//! the child started (in its cgroup where there is one, through `/proc` otherwise), and a
+//! later start kills what a killed daemon's children left.
 //!
 //! Children are real processes, so these tests run on real time, with short backoffs and
 //! bounded waits. They use the current-thread runtime: the host then decides what follows a
@@ -19,10 +20,7 @@ use isopace_observe::{MetricsRegistry, Observer};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{
-    Exec, ExecConfig,
-    process_group::{group_alive, parse_stat},
-};
+use super::{ChildSupervisor, Containment, Exec, ExecConfig, procfs, tree::signal_process};
 
 fn config(value: Value) -> ExecConfig {
     serde_json::from_value(value).unwrap()
@@ -97,9 +95,11 @@ fn sample(metrics: &MetricsRegistry, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The runs counted in `count`; 0 while a run is rewriting it (the shell truncates first).
 fn runs(count: &Path) -> u32 {
     std::fs::read_to_string(count)
-        .map(|t| t.trim().parse().unwrap())
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -110,23 +110,19 @@ fn assert_gone(pid: u32) {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "child {pid} is still in /proc"
     );
-    assert!(
-        !group_alive(pid as i32),
+    assert_eq!(
+        group_size(pid),
+        0,
         "a process of group {pid} is still alive"
     );
 }
 
 /// The live processes in the group `pgid`.
 fn group_size(pgid: u32) -> usize {
-    std::fs::read_dir("/proc")
+    procfs::all()
         .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-                .is_some_and(|(state, group)| group == pgid as i32 && state != 'Z')
-        })
+        .iter()
+        .filter(|p| p.pgrp == pgid as i32 && p.is_live())
         .count()
 }
 
@@ -420,4 +416,261 @@ async fn a_descriptor_with_exec_restart_fields_deploys_with_warnings_and_their_p
         text.matches("legacy-worker.json").count()
     );
     host.stop().await.unwrap();
+}
+
+/// Whether `pid` is dead: gone, or a zombie that only waits to be reaped (by init, which
+/// here may take its time).
+fn dead(pid: i32) -> bool {
+    procfs::stat(pid).is_none_or(|s| !s.is_live())
+}
+
+/// Kills, when dropped, the processes a test started that may outlive it if it fails.
+#[derive(Default)]
+struct KillOnDrop(Vec<(i32, u64)>);
+
+impl KillOnDrop {
+    fn add(&mut self, pid: i32) {
+        if let Some(stat) = procfs::stat(pid) {
+            self.0.push((pid, stat.start_time));
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &(pid, start) in &self.0 {
+            if procfs::is_running(pid, start) {
+                signal_process(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Polls `file` for the pid a child wrote to it.
+async fn read_pid(file: &Path) -> i32 {
+    let mut pid = None;
+    wait_for(&format!("a pid in {}", file.display()), || {
+        pid = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    pid.unwrap()
+}
+
+/// Writes the pid of a grandchild that calls `setsid` to `$PIDFILE.setsid`, and of one
+/// that double-forks (its parent exits at once) to `$PIDFILE.orphan`; then waits.
+const ESCAPES: &str = "setsid sleep 3601 & echo $! > \"$PIDFILE.setsid.tmp\"; \
+                       (setsid sleep 3602 & echo $! > \"$PIDFILE.orphan.tmp\"); \
+                       mv \"$PIDFILE.orphan.tmp\" \"$PIDFILE.orphan\"; \
+                       mv \"$PIDFILE.setsid.tmp\" \"$PIDFILE.setsid\"; wait";
+
+/// Deploys `ESCAPES` under a host with `supervisor` (if any), undeploys it, and checks what
+/// is left: the `setsid` grandchild is dead either way; the double-forked one too when the
+/// child had a cgroup, which is removed. Returns whether it had one.
+async fn undeploy_with_escapes(supervisor: Option<ChildSupervisor>) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let host = host(&MetricsRegistry::new());
+    if let Some(supervisor) = supervisor {
+        host.env().insert_extension(supervisor);
+    }
+    host.start().await.unwrap();
+    deploy(
+        &host,
+        "worker",
+        json!({"command": ["sh", "-c", ESCAPES], "env": {"PIDFILE": pidfile}}),
+        RestartPolicy::on_failure(),
+    )
+    .await;
+    let mut guard = KillOnDrop::default();
+    let setsid = read_pid(&pidfile.with_extension("setsid")).await;
+    let orphan = read_pid(&pidfile.with_extension("orphan")).await;
+    guard.add(setsid);
+    guard.add(orphan);
+    wait_for("both grandchildren to lead sessions of their own", || {
+        [setsid, orphan]
+            .iter()
+            .all(|&pid| procfs::stat(pid).is_some_and(|s| s.session == pid && s.is_live()))
+    })
+    .await;
+    let status = host.status_of("worker").unwrap();
+    let child = pid_of(&status).unwrap();
+    let cgroup = status.details.unwrap()["cgroup"]
+        .as_str()
+        .map(str::to_owned);
+    if let Some(cgroup) = &cgroup {
+        let member = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .is_some_and(|own| own.len() > 1 && cgroup.ends_with(own))
+            })
+        };
+        assert!(member(setsid) && member(orphan), "both are in {cgroup}");
+    }
+
+    host.undeploy("worker").await.unwrap();
+    assert_gone(child);
+    assert!(dead(setsid), "the grandchild that called setsid is dead");
+    if let Some(cgroup) = &cgroup {
+        assert!(dead(orphan), "the double-forked grandchild is dead");
+        assert!(!Path::new(cgroup).exists(), "{cgroup} is removed");
+    }
+    host.stop().await.unwrap();
+    cgroup.is_some()
+}
+
+#[tokio::test]
+async fn undeploy_ends_grandchildren_that_started_their_own_sessions() {
+    let in_cgroup = undeploy_with_escapes(None).await;
+    // Where this process may create cgroups, children get one.
+    let cgroups_here = matches!(
+        ChildSupervisor::default().containment(),
+        Containment::Cgroup { .. }
+    );
+    assert_eq!(in_cgroup, cgroups_here);
+}
+
+#[tokio::test]
+async fn without_cgroups_undeploy_still_ends_a_grandchild_that_called_setsid() {
+    let supervisor = ChildSupervisor::builder().cgroups(false).build().unwrap();
+    assert!(matches!(
+        supervisor.containment(),
+        Containment::Tracked { ref reason } if reason == "cgroups are turned off"
+    ));
+    assert!(!undeploy_with_escapes(Some(supervisor)).await);
+}
+
+/// Spawns `script` in a session of its own (as a killed daemon's child was), writing the
+/// pids of the processes it starts to `$PIDS`, and returns it with them.
+async fn orphaned_session(dir: &Path, script: &str) -> (std::process::Child, Vec<i32>) {
+    let pids = dir.join("pids");
+    let child = std::process::Command::new("setsid")
+        .args(["sh", "-c", script])
+        .env("PIDS", &pids)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut found = Vec::new();
+    wait_for("the session's processes", || {
+        found = std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        found.len() == 2 && procfs::stat(pid).is_some_and(|s| s.session == pid)
+    })
+    .await;
+    (child, found)
+}
+
+#[tokio::test]
+async fn a_later_start_kills_what_a_killed_daemons_children_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (mut left, grandchildren) = orphaned_session(
+        dir.path(),
+        "sleep 3601 & echo $! >> \"$PIDS\"; sleep 3602 & echo $! >> \"$PIDS\"; wait",
+    )
+    .await;
+    let mut reused = std::process::Command::new("sleep")
+        .arg("3603")
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop::default();
+    for pid in grandchildren
+        .iter()
+        .chain(&[left.id() as i32, reused.id() as i32])
+    {
+        guard.add(*pid);
+    }
+    let start_of = |pid: u32| procfs::stat(pid as i32).unwrap().start_time;
+    let boot = procfs::boot_id().unwrap();
+    // The records of a daemon process that no longer runs: this pid, another start time.
+    let (me, my_start) = procfs::this_process();
+    let gone = state
+        .join("children")
+        .join(format!("{me}.{}", my_start + 1));
+    std::fs::create_dir_all(&gone).unwrap();
+    let record = |pid: u32, start_time: u64| {
+        json!({"component": "worker", "pid": pid, "start_time": start_time, "boot_id": boot})
+            .to_string()
+    };
+    std::fs::write(
+        gone.join(format!("{}.json", left.id())),
+        record(left.id(), start_of(left.id())),
+    )
+    .unwrap();
+    // A recorded pid that now names another process (another start time) is not the child.
+    std::fs::write(
+        gone.join(format!("{}.json", reused.id())),
+        record(reused.id(), start_of(reused.id()) + 1),
+    )
+    .unwrap();
+
+    let supervisor = ChildSupervisor::builder()
+        .state_dir(&state)
+        .cgroups(false)
+        .build()
+        .unwrap();
+    assert_eq!(supervisor.state_dir(), Some(state.as_path()));
+    let reclaimed = supervisor.reclaim().await;
+    assert_eq!(
+        (reclaimed.records, reclaimed.processes, reclaimed.cgroups),
+        (2, 3, 0)
+    );
+    for pid in &grandchildren {
+        assert!(dead(*pid), "grandchild {pid} is killed");
+    }
+    let status = left.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        !dead(reused.id() as i32),
+        "the reused pid's process runs on"
+    );
+    assert!(!gone.exists(), "the records are removed");
+    // This process's own records are its own: a second reclaim finds nothing.
+    let again = supervisor.reclaim().await;
+    assert_eq!(again.records, 0);
+    reused.kill().unwrap();
+    reused.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_state_dir_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = ChildSupervisor::builder()
+        .state_dir(dir.path())
+        .cgroups(false)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the state directory {} is writable by other users",
+            dir.path().display()
+        )
+    );
+    // A missing one is created, for this user alone.
+    let fresh = dir.path().join("a/b");
+    let supervisor = ChildSupervisor::builder()
+        .state_dir(&fresh)
+        .cgroups(false)
+        .build()
+        .unwrap();
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    drop(supervisor);
+    assert_eq!(
+        std::fs::read_dir(fresh.join("children")).unwrap().count(),
+        0,
+        "a supervisor that recorded nothing leaves nothing"
+    );
 }
