@@ -116,7 +116,7 @@ const TARGETS: &[Target] = &[
         what: "deploy: atomic rename to new component started, p95",
         measured: "extra:redeploy_latency:p95_ms",
         baseline: None,
-        rule: Rule::AtMostMs(250.0),
+        rule: Rule::AtMostMs(10.0),
     },
     Target {
         what: "tcp-proxy: throughput through the proxy vs direct (16 MiB echo), system \

@@ -2,6 +2,8 @@
 //! reacting to file events and rescanning periodically as a safety net.
 
 use std::{
+    collections::{HashMap, HashSet},
+    ffi::OsString,
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -23,8 +25,17 @@ use crate::{
 
 /// The default period of the safety-net rescan.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
-/// The default quiet time after a file event before the directory is rescanned.
+/// How long the deployer waits for a write that is still going on before it rescans anyway.
+///
+/// Events that mark a complete file — a close after writing, a rename into the directory
+/// (an editor's or `kubectl`'s atomic save), the Kubernetes `..data` symlink swap, a removal
+/// — rescan at once, with no fixed delay. Only a write still in progress waits: the file is
+/// not read until its writer closes it, or until it has been quiet for [`WRITE_SETTLE`].
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A file written to without being closed is left alone (kept as it was) for this long after
+/// its last write, so a half-written file is neither deployed nor reported as broken.
+pub const WRITE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Builds a [`Deployer`]; see [`Deployer::builder`].
 #[must_use = "call build() to get the deployer"]
@@ -68,7 +79,7 @@ impl DeployerBuilder {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars: std::collections::HashMap<String, String> = vars
+        let vars: HashMap<String, String> = vars
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
@@ -99,6 +110,7 @@ impl DeployerBuilder {
                 rescan: Notify::new(),
                 initial,
                 metrics,
+                writing: Arc::default(),
             }),
             running: None,
         }
@@ -150,6 +162,40 @@ struct Shared {
     rescan: Notify,
     initial: watch::Sender<bool>,
     metrics: Metrics,
+    /// Files being written (by name), as file events report them.
+    writing: Arc<Writing>,
+}
+
+/// The files in the directory a writer has open, by name, with the time of the last write.
+#[derive(Debug, Default)]
+struct Writing {
+    files: parking_lot::Mutex<HashMap<OsString, Instant>>,
+}
+
+impl Writing {
+    fn started(&self, name: OsString) {
+        self.files.lock().insert(name, Instant::now());
+    }
+
+    fn finished(&self, name: &std::ffi::OsStr) {
+        self.files.lock().remove(name);
+    }
+
+    /// The names still being written, forgetting writers quiet for [`WRITE_SETTLE`].
+    fn in_progress(&self) -> HashSet<OsString> {
+        let mut files = self.files.lock();
+        files.retain(|_, at| at.elapsed() < WRITE_SETTLE);
+        files.keys().cloned().collect()
+    }
+}
+
+/// What a file event asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// A complete change: rescan at once.
+    Now,
+    /// A write in progress: rescan once it settles.
+    Settle,
 }
 
 #[derive(Debug)]
@@ -166,6 +212,42 @@ struct Metrics {
 
 impl Metrics {
     fn new(observer: &dyn isopace_observe::Observer) -> Metrics {
+        for (name, help) in [
+            (
+                "isopace_deployer_scans_total",
+                "Scans of the deploy directory, failed ones included.",
+            ),
+            (
+                "isopace_deployer_scan_errors_total",
+                "Scans that could not read the deploy directory.",
+            ),
+            (
+                "isopace_deployer_scan_duration_seconds",
+                "How long scans of the deploy directory took, in seconds.",
+            ),
+            (
+                "isopace_deployer_deploys_total",
+                "Components deployed for the first time, by component.",
+            ),
+            (
+                "isopace_deployer_redeploys_total",
+                "Components replaced by a new version of their descriptor, by component.",
+            ),
+            (
+                "isopace_deployer_undeploys_total",
+                "Components undeployed, by component.",
+            ),
+            (
+                "isopace_deployer_rollbacks_total",
+                "New versions that failed to start, the previous one started again, by component.",
+            ),
+            (
+                "isopace_deployer_failures_total",
+                "Problems found in descriptor files, once per file content, by file.",
+            ),
+        ] {
+            observer.describe(name, help);
+        }
         Metrics {
             scans: observer.counter("isopace_deployer_scans_total"),
             scan_errors: observer.counter("isopace_deployer_scan_errors_total"),
@@ -272,6 +354,7 @@ impl Shared {
             &self.registry,
             &self.dir,
             &self.env,
+            self.writing.in_progress(),
         )
         .await
         .map(|(report, statuses)| {
@@ -314,13 +397,14 @@ impl Shared {
         }
     }
 
-    /// The loop: scan at once, then on file events (debounced), on a trigger, and on the
-    /// interval, until told to stop.
+    /// The loop: scan at once, then on file events, on a trigger, and on the interval, until
+    /// told to stop. A complete change rescans at once; bursts coalesce, since the events
+    /// that arrive during a scan become one more scan.
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let (events, mut event_rx) = mpsc::channel::<()>(1);
+        let (events, mut event_rx) = mpsc::channel::<Wake>(64);
         let mut watcher = self
             .watch
-            .then(|| DirWatcher::new(&self.dir, events.clone()));
+            .then(|| DirWatcher::new(&self.dir, events.clone(), Arc::clone(&self.writing)));
         // Ready means "the first scan ran", even when it failed: the failure is logged and
         // reported, and the next scan retries.
         self.scan_logged().await;
@@ -333,14 +417,31 @@ impl Shared {
                 _ = stop.changed() => break,
                 _ = interval.tick() => {
                     if let Some(w) = &mut watcher {
-                        w.refresh(&self.dir, &events);
+                        w.refresh(&self.dir, &events, &self.writing);
                     }
                 }
                 _ = self.rescan.notified() => {}
-                Some(()) = event_rx.recv() => {
-                    // Let a burst of events settle, then take whatever else arrived.
-                    tokio::time::sleep(self.debounce).await;
-                    while event_rx.try_recv().is_ok() {}
+                Some(wake) = event_rx.recv() => {
+                    let mut now = wake == Wake::Now;
+                    while let Ok(wake) = event_rx.try_recv() {
+                        now |= wake == Wake::Now;
+                    }
+                    if !now {
+                        // Only writes in progress: wait for their close, or let them settle.
+                        let settle = tokio::time::sleep(self.debounce);
+                        tokio::pin!(settle);
+                        loop {
+                            tokio::select! {
+                                () = &mut settle => break,
+                                Some(wake) = event_rx.recv() => {
+                                    if wake == Wake::Now {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        while event_rx.try_recv().is_ok() {}
+                    }
                 }
             }
             self.scan_logged().await;
@@ -360,15 +461,52 @@ struct DirWatcher {
     inner: Option<(notify::RecommendedWatcher, Option<(u64, u64)>)>,
 }
 
+/// What an event means for the files it names: a write going on, a complete change, or
+/// nothing (a read).
+fn classify(event: &notify::Event, writing: &Writing) -> Option<Wake> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    let names = || event.paths.iter().filter_map(|p| p.file_name());
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            names().for_each(|n| writing.finished(n));
+            Some(Wake::Now)
+        }
+        EventKind::Access(_) => None,
+        // A new regular file is being written until it is closed; a symlink or a directory
+        // is complete as it appears.
+        EventKind::Create(CreateKind::File) | EventKind::Create(CreateKind::Any) => {
+            let mut wake = Wake::Now;
+            for path in &event.paths {
+                let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+                if let (true, Some(name)) = (regular, path.file_name()) {
+                    writing.started(name.to_owned());
+                    wake = Wake::Settle;
+                }
+            }
+            Some(wake)
+        }
+        EventKind::Modify(ModifyKind::Data(_)) => {
+            names().for_each(|n| writing.started(n.to_owned()));
+            Some(Wake::Settle)
+        }
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
+            names().for_each(|n| writing.finished(n));
+            Some(Wake::Now)
+        }
+        _ => Some(Wake::Now),
+    }
+}
+
 impl DirWatcher {
-    fn new(dir: &Path, events: mpsc::Sender<()>) -> Self {
+    fn new(dir: &Path, events: mpsc::Sender<Wake>, writing: Arc<Writing>) -> Self {
         let mut w = DirWatcher { inner: None };
-        w.refresh(dir, &events);
+        w.refresh(dir, &events, &writing);
         w
     }
 
     /// (Re)creates the watch when there is none or the directory is a new one.
-    fn refresh(&mut self, dir: &Path, events: &mpsc::Sender<()>) {
+    fn refresh(&mut self, dir: &Path, events: &mpsc::Sender<Wake>, writing: &Arc<Writing>) {
         let identity = dir_identity(dir);
         if let Some((_, watched)) = &self.inner
             && *watched == identity
@@ -380,16 +518,16 @@ impl DirWatcher {
             return;
         }
         use notify::Watcher as _;
-        let tx = events.clone();
+        let (tx, writing) = (events.clone(), Arc::clone(writing));
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
+            let wake = match &event {
+                Ok(e) => classify(e, &writing),
                 // An error (such as an event-queue overflow) means events were lost.
-                Err(_) => true,
+                Err(_) => Some(Wake::Now),
             };
-            if relevant {
-                // A full channel already holds a pending rescan, which will see this change.
-                let _ = tx.try_send(());
+            if let Some(wake) = wake {
+                // A full channel already holds pending rescans, which will see this change.
+                let _ = tx.try_send(wake);
             }
         });
         match watcher.and_then(|mut w| {

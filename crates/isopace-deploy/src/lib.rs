@@ -13,6 +13,7 @@ mod subst;
 
 pub use deployer::{
     DEFAULT_DEBOUNCE, DEFAULT_SCAN_INTERVAL, Deployer, DeployerBuilder, DeployerHandle,
+    WRITE_SETTLE,
 };
 pub use descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 pub use error::{DescriptorError, Error, ErrorKind, Position};

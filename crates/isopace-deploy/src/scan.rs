@@ -2,7 +2,7 @@
 //! between scans so unchanged files cost a `stat` and failing files are reported once.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     ffi::OsString,
     fs, io,
     path::{Path, PathBuf},
@@ -211,16 +211,25 @@ pub(crate) type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Brings every listed file's record up to date — metadata first, content only where it
 /// changed — and returns the records of files that are gone. A changed file is parsed and
-/// migrated by `registry`. Blocking file I/O; run it off the async threads.
+/// migrated by `registry`. A file named in `writing` is being written: it is kept as it was
+/// (not read, not reported), or left out while it is new. Blocking file I/O; run it off the
+/// async threads.
 fn refresh(
     state: &mut ScanState,
     registry: &Registry,
     dir: &Path,
     env: &dyn Lookup,
+    writing: &HashSet<OsString>,
 ) -> Result<Vec<Record>, Error> {
     state.generation += 1;
     let generation = state.generation;
     list(dir, |file_name, path, meta| {
+        if writing.contains(&file_name) {
+            if let Some(record) = state.records.get_mut(&file_name) {
+                record.seen = generation;
+            }
+            return;
+        }
         let utf8 = file_name.to_str().is_some();
         let record = state.records.entry(file_name).or_insert_with(|| Record {
             path: path.clone(),
@@ -336,12 +345,13 @@ impl ScanState {
         registry: &Arc<Registry>,
         dir: &Path,
         env: &Environment,
+        writing: HashSet<OsString>,
     ) -> Result<(ScanReport, Option<Vec<FileStatus>>), Error> {
         let guard = state.lock_owned().await;
         let (types, dir, env) = (Arc::clone(registry), dir.to_path_buf(), Arc::clone(env));
         let (mut guard, listing) = tokio::task::spawn_blocking(move || {
             let mut guard = guard;
-            let listing = refresh(&mut guard, &types, &dir, &&*env);
+            let listing = refresh(&mut guard, &types, &dir, &&*env, &writing);
             (guard, listing)
         })
         .await

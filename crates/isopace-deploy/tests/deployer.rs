@@ -589,3 +589,89 @@ async fn a_large_directory_is_listed_whole_and_in_order() {
     assert_eq!(f.deployer.status().len(), 600);
     assert!(f.scan().await.is_quiet());
 }
+
+/// A running deployer with file events on and a debounce far beyond the test, on `dir`.
+async fn watching(dir: &std::path::Path, lifecycle: &Lifecycle) -> (Host, MetricsRegistry) {
+    let metrics = MetricsRegistry::new();
+    let host = Host::builder()
+        .observer(std::sync::Arc::new(metrics.clone()))
+        .build();
+    let deployer = Deployer::builder(&host, probe_registry(lifecycle), dir)
+        .scan_interval(Duration::from_secs(3600))
+        .debounce(Duration::from_secs(3600))
+        .build();
+    let handle = deployer.handle();
+    host.register(deployer).unwrap();
+    host.start().await.unwrap();
+    handle.wait_initial_scan().await;
+    (host, metrics)
+}
+
+#[tokio::test]
+async fn a_complete_file_deploys_at_once_without_waiting_for_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = Lifecycle::new();
+    let (host, _) = watching(dir.path(), &lifecycle).await;
+    // A rename into the directory marks a complete file: no fixed delay applies, so this
+    // deploys long before the hour-long debounce.
+    write_atomically(
+        dir.path().join("a.json"),
+        probe("a", json!({ "tag": "v1" })),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("a").as_deref() == Some("v1")),
+    )
+    .await
+    .expect("deployed on the rename, not after the debounce");
+    // So does a plain write once its writer closes the file.
+    fs::write(
+        dir.path().join("a.json"),
+        probe("a", json!({ "tag": "v2" })),
+    )
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("a").as_deref() == Some("v2")),
+    )
+    .await
+    .expect("redeployed on the close after writing");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_file_still_being_written_is_neither_deployed_nor_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = Lifecycle::new();
+    let (host, metrics) = watching(dir.path(), &lifecycle).await;
+    let path = dir.path().join("b.json");
+    let text = probe("b", json!({ "tag": "whole" }));
+    let (first, rest) = text.split_at(text.len() / 2);
+    let mut file = fs::File::create(&path).unwrap();
+    io::Write::write_all(&mut file, first.as_bytes()).unwrap();
+    io::Write::flush(&mut file).unwrap();
+    // A rescan while the writer holds the file open (another file's rename triggers one)
+    // leaves the half-written file alone.
+    write_atomically(dir.path().join("a.json"), probe("a", json!({})));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("a").is_some()),
+    )
+    .await
+    .expect("a deployed");
+    assert_eq!(lifecycle.running_tag("b"), None);
+    io::Write::write_all(&mut file, rest.as_bytes()).unwrap();
+    drop(file);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("b").as_deref() == Some("whole")),
+    )
+    .await
+    .expect("b deployed once closed");
+    let text = metrics.render();
+    assert!(
+        !text.contains("isopace_deployer_failures_total{"),
+        "a write in progress was reported as a failure:\n{text}"
+    );
+    host.stop().await.unwrap();
+}
