@@ -57,8 +57,9 @@ impl DeployerBuilder {
         self
     }
 
-    /// How long to wait for file events to settle before rescanning (default
-    /// [`DEFAULT_DEBOUNCE`], 50 ms): an editor's save or a ConfigMap swap is several events.
+    /// How long a write still in progress may go on before the directory is rescanned anyway
+    /// (default [`DEFAULT_DEBOUNCE`], 50 ms). Complete changes (a close after writing, a
+    /// rename, a removal) rescan at once whatever this is.
     pub fn debounce(mut self, debounce: Duration) -> Self {
         self.debounce = debounce;
         self
