@@ -485,3 +485,111 @@ fn run_raises_its_open_file_limit_and_exec_children_keep_the_original() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
 }
+
+/// An echo server on a thread of its own: each connection gets its bytes back.
+fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut back = stream.try_clone().unwrap();
+                let _ = std::io::copy(&mut stream, &mut back);
+            });
+        }
+    });
+    port
+}
+
+/// Hundreds of admin clients that connect and never send a request, under a limit of 256
+/// open files (which once made the deployer fail with "Too many open files"): the admin
+/// endpoint stops accepting while only its descriptor reserve is left, and a new
+/// descriptor still deploys a proxy that relays.
+#[cfg(target_os = "linux")]
+#[test]
+fn stalled_admin_clients_under_a_low_open_file_limit_never_starve_a_deploy() {
+    use std::os::unix::process::CommandExt;
+
+    const LIMIT: libc::rlim_t = 256;
+    let somaxconn: usize = fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, edge, upstream) = (free_port(), free_port(), echo_server());
+    // The connection limit is set out of the way, so the descriptor reserve is what holds.
+    fs::write(
+        dir.path().join("00_admin.json"),
+        format!(
+            r#"{{"name": "admin", "type": "admin", "config": {{
+                "listen": "127.0.0.1:{admin}", "header_timeout": "60s", "max_connections": 1000
+            }}}}"#
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with(dir.path(), &[], &[], |cmd| {
+        let low = libc::rlimit {
+            rlim_cur: LIMIT,
+            rlim_max: LIMIT,
+        };
+        // SAFETY: setrlimit is async-signal-safe and reads a struct copied into the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &low) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    });
+    wait_for("/healthz", || {
+        http_get(admin, "/healthz", None).filter(|r| r.status == 200)
+    });
+
+    // More than the limit could hold; what the endpoint does not accept waits in the
+    // backlog (kept within it, so no connect waits on a dropped SYN).
+    let clients = 300.min(150 + somaxconn);
+    let stalled: Vec<TcpStream> = (0..clients)
+        .map(|_| TcpStream::connect(("127.0.0.1", admin)).unwrap())
+        .collect();
+    wait_until("the admin endpoint pausing for its reserve", || {
+        daemon.log_has("admin endpoint stopped accepting")
+    });
+
+    write_atomically(
+        &dir.path().join("10_edge.json"),
+        &format!(
+            r#"{{"name": "edge", "type": "tcp-proxy", "config": {{
+                "listen": "127.0.0.1:{edge}", "upstream": "127.0.0.1:{upstream}"
+            }}}}"#
+        ),
+    );
+    wait_until("edge deployed", || {
+        daemon.log_has("deployed component=\"edge\"")
+    });
+    let mut relayed = TcpStream::connect(("127.0.0.1", edge)).unwrap();
+    relayed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    relayed.write_all(b"through the proxy").unwrap();
+    let mut back = [0; 17];
+    relayed.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"through the proxy");
+    drop(relayed);
+
+    // The stalled clients leave; the endpoint answers again.
+    drop(stalled);
+    wait_for("/healthz after the stalled clients left", || {
+        http_get(admin, "/healthz", None).filter(|r| r.status == 200)
+    });
+    assert!(
+        !daemon.log_has("Too many open files"),
+        "{}",
+        daemon.log().join("\n")
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
+}
