@@ -62,6 +62,8 @@ impl Component for Heartbeat {
     }
 
     async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        env.observer()
+            .describe("heartbeat_ticks_total", "Heartbeats logged, by component.");
         let ticks = env.observer().counter("heartbeat_ticks_total");
         let (name, interval, message) = (
             self.name.clone(),

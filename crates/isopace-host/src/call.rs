@@ -65,6 +65,18 @@ pub(crate) struct Instruments {
 
 impl Instruments {
     pub(crate) fn new(observer: &dyn Observer) -> Self {
+        observer.describe(
+            "isopace_lifecycle_calls_total",
+            "Lifecycle calls (start, stop) made to components, by component and phase.",
+        );
+        observer.describe(
+            "isopace_lifecycle_failures_total",
+            "Lifecycle calls that failed, by component, phase and reason (error, timeout, panic).",
+        );
+        observer.describe(
+            "isopace_lifecycle_duration_seconds",
+            "How long lifecycle calls took, in seconds, by component and phase.",
+        );
         Instruments {
             calls: observer.counter("isopace_lifecycle_calls_total"),
             failures: observer.counter("isopace_lifecycle_failures_total"),

@@ -207,6 +207,14 @@ impl HostBuilder {
     /// Builds the host. Its env's extensions hold a [`WeakHost`] to it.
     pub fn build(self) -> Host {
         let instruments = Instruments::new(&*self.observer);
+        self.observer.describe(
+            STATE_GAUGE,
+            "1 for the state each component is in and 0 for the other states, by component and state.",
+        );
+        self.observer.describe(
+            "isopace_component_restarts_total",
+            "Restarts of failed components after their backoff, by component.",
+        );
         let table = Table::new(self.observer.gauge(STATE_GAUGE));
         let restarts = self.observer.counter("isopace_component_restarts_total");
         let (events, pending) = mpsc::unbounded_channel();
