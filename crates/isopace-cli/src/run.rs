@@ -10,7 +10,8 @@ use isopace_config::{Config, ConfigWatcher};
 use isopace_deploy::{Deployer, DeployerHandle};
 use isopace_host::{Host, State, error_chain};
 use isopace_observe::{
-    FanoutObserver, LogFormat, LogHandle, LogOptions, MetricsRegistry, TracingObserver, parse_level,
+    FanoutObserver, LogFormat, LogHandle, LogOptions, MetricsRegistry, TracingObserver, attr,
+    parse_level,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -81,7 +82,13 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         return EXIT_FAILURE;
     };
 
-    let metrics = MetricsRegistry::new();
+    let metrics = MetricsRegistry::builder().process_metrics(true).build();
+    let version = attr("version", &app.identity.version);
+    metrics.set_info(
+        "isopace_build_info",
+        "The running daemon's version, as the version label; always 1.",
+        &[version],
+    );
     let observer = FanoutObserver::new(vec![Arc::new(TracingObserver), Arc::new(metrics.clone())]);
     let host = Host::builder()
         .config(config.clone())
