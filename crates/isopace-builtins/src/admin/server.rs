@@ -216,6 +216,8 @@ fn due(last: &mut Option<Instant>) -> bool {
 ///   the client).
 ///
 /// A client that does not read the answer holds its connection only until the idle deadline.
+/// Once the endpoint stops, no deadline lies more than [`CLOSING_GRACE`] ahead: an answer
+/// being written gets that long, a request still trickling in does not hold the stop.
 #[derive(Debug)]
 struct Clock {
     timeouts: Timeouts,
@@ -227,7 +229,12 @@ struct ClockState {
     deadline: Option<Instant>,
     /// Waiting between requests: the next byte starts the header deadline.
     idle: bool,
+    /// Set once the endpoint stops: the latest any deadline may be.
+    closing_by: Option<Instant>,
 }
+
+/// How long a connection may go on once the endpoint stops, unless a handler is running.
+const CLOSING_GRACE: Duration = Duration::from_secs(1);
 
 impl Clock {
     fn new(timeouts: Timeouts) -> Self {
@@ -236,39 +243,43 @@ impl Clock {
             state: Mutex::new(ClockState {
                 deadline: Some(Instant::now() + timeouts.header),
                 idle: false,
+                closing_by: None,
             }),
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.state.lock().deadline
+        let state = self.state.lock();
+        let deadline = state.deadline?;
+        Some(state.closing_by.map_or(deadline, |by| by.min(deadline)))
+    }
+
+    fn set(&self, deadline: Option<Instant>, idle: bool) {
+        let mut state = self.state.lock();
+        state.deadline = deadline;
+        state.idle = idle;
     }
 
     /// Bytes arrived.
     fn read(&self) {
-        let mut state = self.state.lock();
-        if state.idle {
-            *state = ClockState {
-                deadline: Some(Instant::now() + self.timeouts.header),
-                idle: false,
-            };
+        if self.state.lock().idle {
+            self.set(Some(Instant::now() + self.timeouts.header), false);
         }
     }
 
     /// A request's headers are complete.
     fn busy(&self) {
-        *self.state.lock() = ClockState {
-            deadline: None,
-            idle: false,
-        };
+        self.set(None, false);
     }
 
     /// Its answer is ready.
     fn answered(&self) {
-        *self.state.lock() = ClockState {
-            deadline: Some(Instant::now() + self.timeouts.idle),
-            idle: true,
-        };
+        self.set(Some(Instant::now() + self.timeouts.idle), true);
+    }
+
+    /// The endpoint stops.
+    fn closing(&self) {
+        self.state.lock().closing_by = Some(Instant::now() + CLOSING_GRACE);
     }
 }
 
@@ -362,6 +373,7 @@ where
     let outcome = poll_fn(|cx| {
         if !finishing && closed.as_mut().poll(cx).is_ready() {
             finishing = true;
+            clock.closing();
             conn.as_mut().graceful_shutdown();
         }
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
@@ -417,6 +429,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         clock.read();
         assert_eq!(clock.deadline(), Some(began + TIMEOUTS.header));
+        // Stopping brings every deadline within the grace; a running handler keeps none.
+        clock.closing();
+        let closing = Instant::now();
+        assert_eq!(clock.deadline(), Some(closing + CLOSING_GRACE));
+        clock.busy();
+        assert_eq!(clock.deadline(), None);
+        clock.answered();
+        assert_eq!(clock.deadline(), Some(closing + CLOSING_GRACE));
     }
 
     #[test]

@@ -220,8 +220,22 @@ async fn metrics_come_from_the_registry_extension() {
     host.env().insert_extension(metrics);
     host.register(admin(None)).unwrap();
     host.start().await.unwrap();
+    // Enough series for an answer far larger than the connection's buffer.
+    let counter = host.env().observer().counter("padding");
+    for i in 0..5_000 {
+        counter.add(
+            1,
+            &[isopace_observe::attr("series", format!("number-{i:05}"))],
+        );
+    }
     let text = get(listen(&host), "/metrics", None).await;
     assert_eq!(text.status, 200);
+    assert!(text.body.len() > 100_000, "{} bytes", text.body.len());
+    assert!(
+        text.body
+            .contains(r#"padding_total{series="number-04999"} 1"#),
+        "the whole answer arrives"
+    );
     assert!(
         text.body
             .contains(r#"isopace_component_state{component="admin",state="running"} 1"#),
@@ -616,6 +630,30 @@ async fn silent_and_trickling_clients_are_disconnected_at_the_header_timeout() {
     // Well-behaved clients are served throughout.
     assert_eq!(get(addr, "/healthz", None).await.body, "ok");
     host.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_trickling_in_does_not_hold_the_endpoints_stop() {
+    let host = Host::builder().build();
+    host.register(admin_with(json!({ "header_timeout": "60s" })))
+        .unwrap();
+    host.start().await.unwrap();
+    let mut trickling = TcpStream::connect(listen(&host)).await.unwrap();
+    trickling
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Sl")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(listen(&host)).await.unwrap();
+    let stopping = Instant::now();
+    host.stop().await.unwrap();
+    assert!(
+        stopping.elapsed() <= Duration::from_secs(1),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
+    for stream in [&mut trickling, &mut silent] {
+        assert!(closed_after(stream, stopping).await <= Duration::from_secs(1));
+    }
 }
 
 #[tokio::test(start_paused = true)]
