@@ -129,7 +129,8 @@ async fn orphans_are_reaped_and_exec_children_keep_their_exit_status() {
 
     // With the reaper running: an orphan that dies is reaped as soon as it does, while the
     // exec child it came from runs on and then reports how it was stopped.
-    let reaper = tokio::spawn(reap_orphans());
+    let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).unwrap();
+    let reaper = tokio::spawn(reap_orphans(sigchld));
     let pidfile = dir.path().join("orphan");
     let mut forks = exec(
         "forks",

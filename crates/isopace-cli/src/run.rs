@@ -214,46 +214,39 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     }
 }
 
-/// Sets up how `exec` children are contained and recorded, kills what a killed predecessor
-/// left behind, and reaps orphans when this process is PID 1 or adopts them.
+/// Contains and records `exec` children, kills what a killed predecessor left, and reaps
+/// orphans when this process is PID 1 or adopts them. A default state directory that cannot
+/// be used only costs the records; one given with `--state-dir` must work.
 async fn supervise_children(args: &RunArgs, name: &str) -> Option<ChildSupervisor> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| exec::default_state_dir(name));
-    let supervisor = match ChildSupervisor::builder()
-        .state_dir(&state_dir)
-        .cgroups(args.exec_cgroups == Cgroups::Auto)
-        .adopt_orphans(true)
-        .build()
-    {
-        Ok(supervisor) => supervisor,
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), "cannot supervise exec children");
-            return None;
-        }
+    let builder = || {
+        ChildSupervisor::builder()
+            .cgroups(args.exec_cgroups == Cgroups::Auto)
+            .adopt_orphans(true)
     };
-    tracing::info!(
-        state_dir = %state_dir.display(),
-        containment = %supervisor.containment(),
-        "supervising exec children"
-    );
-    let reclaimed = supervisor.reclaim().await;
-    if reclaimed.processes > 0 || reclaimed.cgroups > 0 {
-        tracing::warn!(
-            processes = reclaimed.processes,
-            cgroups = reclaimed.cgroups,
-            "killed what the exec children of an earlier, killed run left behind"
-        );
-    } else if reclaimed.records > 0 {
-        tracing::info!(
-            records = reclaimed.records,
-            "removed the records of an earlier run's exec children; none was left"
-        );
-    }
+    let built = match &args.state_dir {
+        Some(dir) => builder().state_dir(dir).build(),
+        None => builder()
+            .state_dir(exec::default_state_dir(name))
+            .build()
+            .or_else(|e| {
+                tracing::warn!(error = %error_chain(&e), "exec children are not recorded: should isopace be killed, a later start cannot kill what they leave");
+                builder().build()
+            }),
+    };
+    let supervisor = built
+        .inspect_err(|e| tracing::error!(error = %error_chain(e), "cannot supervise exec children"))
+        .ok()?;
+    let state_dir = supervisor
+        .state_dir()
+        .map_or("none".into(), |d| d.display().to_string());
+    let containment = supervisor.containment();
+    tracing::info!(%state_dir, %containment, "supervising exec children");
+    supervisor.reclaim().await;
     if std::process::id() == 1 || supervisor.is_subreaper() {
-        tracing::debug!("reaping orphaned processes");
-        tokio::spawn(exec::reap_orphans());
+        match signal(SignalKind::child()) {
+            Ok(sigchld) => drop(tokio::spawn(exec::reap_orphans(sigchld))),
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGCHLD: orphans stay zombies"),
+        }
     }
     Some(supervisor)
 }

@@ -424,3 +424,28 @@ fn an_unusable_state_dir_stops_the_daemon_before_it_starts_anything() {
     assert!(daemon.log_has(&said), "{}", daemon.log().join("\n"));
     assert!(!dir.path().join("pid").exists(), "no child was started");
 }
+
+#[test]
+fn a_default_state_dir_that_cannot_be_used_costs_only_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = deploy_child(
+        dir.path(),
+        "echo $$ > \"$PIDFILE.tmp\"; mv \"$PIDFILE.tmp\" \"$PIDFILE\"; exec sleep 60",
+    );
+    let file = dir.path().join("file");
+    fs::write(&file, "").unwrap();
+    let mut leftovers = Leftovers::default();
+    let mut daemon = Daemon::start_with(&deploy, &["--no-watch"], &[], |cmd| {
+        cmd.env("XDG_RUNTIME_DIR", &file);
+    });
+    leftovers.daemons.push(daemon.child.id());
+    let child = read_pid(dir.path());
+    assert!(
+        daemon.log_has("exec children are not recorded") && daemon.log_has("state_dir=none"),
+        "{}",
+        daemon.log().join("\n")
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0));
+    assert!(dead(child));
+}

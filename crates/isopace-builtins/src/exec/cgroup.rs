@@ -396,6 +396,10 @@ pub(super) fn is_stale_child(dir: &Path) -> bool {
 
 /// Kills every process in this daemon process's owner cgroup: every child's cgroup at once.
 pub(super) fn kill_owner() {
+    // Only a process that made cgroups has one, and only while a child lives in it.
+    if OWNER.lock().live == 0 {
+        return;
+    }
     if let Ok(own) = available() {
         let dir = own.join(owner_name());
         if dir.exists() {

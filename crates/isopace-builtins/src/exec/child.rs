@@ -240,6 +240,7 @@ impl Runner {
             s.last_exit = Some(exit.to_string());
             s.exit_code = exit.code();
             s.signal = exit.signal();
+            s.cgroup = None;
         });
     }
 }

@@ -150,8 +150,8 @@ pub struct ExecStatus {
     /// The signal that killed it, such as `SIGKILL`, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
-    /// The cgroup the child and everything it starts run in, when it has one (see
-    /// [Every descendant goes with the child](self#every-descendant-goes-with-the-child)).
+    /// While the child runs, the cgroup it and everything it starts run in, if it has one
+    /// (see [the module docs](self#every-descendant-goes-with-the-child)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
 }

@@ -150,30 +150,25 @@ fn has_exited_child() -> bool {
     true
 }
 
-/// Reaps orphans for as long as it runs: a pass of [`reap_zombies`] on every `SIGCHLD`,
-/// and every few seconds in case one was missed.
+/// Reaps orphans for as long as it runs: a pass of [`reap_zombies`] on every `SIGCHLD`
+/// that `sigchld` receives, and every few seconds in case one was missed.
 ///
-/// `isopace run` spawns it when it is PID 1 (as in a container, where every orphan of the
-/// container is re-parented to it) and when it made itself a child subreaper because no
-/// cgroup contains its `exec` children (see [`ChildSupervisor`](super::ChildSupervisor)).
-pub async fn reap_orphans() {
-    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGCHLD; reaping orphans every few seconds");
-            None
-        }
-    };
+/// `sigchld` is a listener the caller installed (the library installs no signal handlers):
+/// `tokio::signal::unix::signal(SignalKind::child())`. `isopace run` spawns this when it is
+/// PID 1 (as in a container, where every orphan of the container is re-parented to it) and
+/// when it made itself a child subreaper because no cgroup contains its `exec` children
+/// (see [`ChildSupervisor`](super::ChildSupervisor)).
+pub async fn reap_orphans(mut sigchld: tokio::signal::unix::Signal) {
+    let mut listening = true;
     loop {
         reap_zombies();
-        match &mut sigchld {
-            Some(signal) => {
-                tokio::select! {
-                    _ = signal.recv() => {}
-                    _ = tokio::time::sleep(SWEEP) => {}
-                }
+        if listening {
+            tokio::select! {
+                received = sigchld.recv() => listening = received.is_some(),
+                _ = tokio::time::sleep(SWEEP) => {}
             }
-            None => tokio::time::sleep(SWEEP).await,
+        } else {
+            tokio::time::sleep(SWEEP).await;
         }
     }
 }

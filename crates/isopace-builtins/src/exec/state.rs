@@ -156,6 +156,20 @@ impl StateDir {
             }
             let _ = fs::remove_dir(&owner);
         }
+        if done.processes > 0 || done.cgroups > 0 {
+            tracing::warn!(
+                processes = done.processes,
+                cgroups = done.cgroups,
+                state_dir = %self.root.display(),
+                "killed what the exec children of an earlier, killed run left behind"
+            );
+        } else if done.records > 0 {
+            tracing::info!(
+                records = done.records,
+                state_dir = %self.root.display(),
+                "removed the records of an earlier run's exec children; none was left"
+            );
+        }
         done
     }
 }

@@ -37,6 +37,7 @@ use super::{
 /// ```no_run
 /// use isopace_builtins::exec::{ChildSupervisor, default_state_dir, reap_orphans};
 /// use isopace_host::Host;
+/// use tokio::signal::unix::{SignalKind, signal};
 ///
 /// # async fn daemon(host: Host) -> Result<(), Box<dyn std::error::Error>> {
 /// let supervisor = ChildSupervisor::builder()
@@ -46,7 +47,7 @@ use super::{
 /// let reclaimed = supervisor.reclaim().await;
 /// println!("killed {} processes a killed predecessor left", reclaimed.processes);
 /// if std::process::id() == 1 || supervisor.is_subreaper() {
-///     tokio::spawn(reap_orphans());
+///     tokio::spawn(reap_orphans(signal(SignalKind::child())?));
 /// }
 /// host.env().insert_extension(supervisor);
 /// # Ok(())
@@ -120,7 +121,8 @@ impl ChildSupervisor {
     /// were killed — each recorded child's cgroup, or its session and process group, when
     /// its pid still names it — and removes their records and cgroups. Call it once at
     /// startup, before any component starts. Daemon processes that still run are left
-    /// alone, so daemons may share a state directory.
+    /// alone, so daemons may share a state directory. What it killed is logged, and
+    /// returned.
     pub async fn reclaim(&self) -> Reclaimed {
         match &self.inner.state {
             Some(state) => state.reclaim().await,
