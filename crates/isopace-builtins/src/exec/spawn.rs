@@ -8,6 +8,7 @@
 use std::{
     ffi::CString,
     io,
+    panic::AssertUnwindSafe,
     process::Stdio,
     sync::{OnceLock, mpsc},
     time::SystemTime,
@@ -161,9 +162,20 @@ fn spawner() -> Option<&'static mpsc::Sender<Job>> {
             let thread = std::thread::Builder::new()
                 .name("exec-spawner".into())
                 .spawn(move || {
-                    for job in queue {
+                    for Job {
+                        command,
+                        runtime,
+                        reply,
+                    } in queue
+                    {
+                        // One spawn that panics (a runtime shutting down under it) must not
+                        // take the thread, and every later spawn, with it.
+                        let spawned = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            spawn_now(command, &runtime)
+                        }))
+                        .unwrap_or_else(|_| Err(io::Error::other("spawning the child panicked")));
                         // A caller that went away drops the child, which kills it.
-                        let _ = job.reply.send(spawn_now(job.command, &job.runtime));
+                        let _ = reply.send(spawned);
                     }
                 });
             match thread {
