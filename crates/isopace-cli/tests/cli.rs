@@ -406,7 +406,8 @@ fn components_show_the_hosts_status_and_an_exec_childs_pid() {
     let sleeper = wait_for("the child's pid in /components", || {
         let list = json(&http_get(port, "/components", None)?.body);
         let sleeper = component(&list, "sleeper")?.clone();
-        sleeper["details"]["pid"].is_u64().then_some(sleeper)
+        // The child's pid is published during start, before the state says running.
+        (sleeper["details"]["pid"].is_u64() && sleeper["state"] == "running").then_some(sleeper)
     });
     // The host's status at the top level, the child's own details below.
     assert_eq!(sleeper["state"], "running");
