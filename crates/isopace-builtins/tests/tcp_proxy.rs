@@ -115,6 +115,22 @@ async fn a_redeploy_sends_new_connections_to_the_new_upstream() {
     // Meanwhile the old version drains in the background: the connection open before the
     // redeploy keeps its old upstream, and the new version's status shows the drain.
     assert_eq!(host.status_of("edge").unwrap().draining.len(), 1);
+    // With how many connections it still has open, once it has reported them.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let status = host.status_of("edge").unwrap();
+            let open = status
+                .draining
+                .first()
+                .and_then(|d| d.details.as_ref()?.get("connections")?.as_u64());
+            if open == Some(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the draining version reports its one open connection");
     assert_eq!(echo(&mut open, b"still here").await, b"still here");
     drop(open);
     let mut changes = host.changed();

@@ -257,6 +257,13 @@ fn name_taken(error: &DescriptorError) -> bool {
 /// One component as `/components` shows it: the host's status, plus the file and type of
 /// the descriptor that runs it.
 fn component_entry(s: ComponentStatus, file: Option<&FileStatus>) -> Value {
+    // Earlier versions still finishing their connections after a redeploy.
+    let draining_until = s.draining.iter().map(|d| d.until).max().map(timestamp);
+    let draining_connections: u64 = s
+        .draining
+        .iter()
+        .filter_map(|d| d.details.as_ref()?.get("connections")?.as_u64())
+        .sum();
     json!({
         "name": s.name,
         "type": file.and_then(|f| f.type_name.clone()),
@@ -271,6 +278,8 @@ fn component_entry(s: ComponentStatus, file: Option<&FileStatus>) -> Value {
         "last_error": s.last_error,
         "last_error_at": s.last_error_at.map(timestamp),
         "next_try": s.next_try.map(timestamp),
+        "draining_until": draining_until,
+        "draining_connections": draining_until.is_some().then_some(draining_connections),
         "details": s.details,
     })
 }

@@ -259,6 +259,19 @@ impl Component for Exec {
             return Ok(());
         }
         let observer = env.observer();
+        for (name, help) in [
+            ("exec_starts", "Children started, by component."),
+            (
+                "exec_exits",
+                "Children that ended, by component and exit status or signal.",
+            ),
+            (
+                "exec_spawn_failures",
+                "Children that could not be started, by component.",
+            ),
+        ] {
+            observer.describe(name, help);
+        }
         let runner = Runner {
             component: Arc::from(self.name.as_str()),
             config: Arc::clone(&self.config),

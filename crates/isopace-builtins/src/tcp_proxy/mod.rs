@@ -158,7 +158,9 @@ impl Component for TcpProxy {
             self.config.max_connections,
             stopped,
             closing,
+            env.clone(),
         ));
+        env.set_details(serde_json::json!({ "listen": addr.to_string(), "connections": 0 }));
         self.running = Some(Running { stop, closed, task });
         Ok(())
     }

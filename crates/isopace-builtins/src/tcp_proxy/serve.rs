@@ -48,6 +48,34 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new(name: &str, config: &TcpProxyConfig, env: &Env) -> Self {
         let observer = env.observer();
+        for (name, help) in [
+            (
+                "tcp_proxy_connections_accepted",
+                "Client connections accepted, by component.",
+            ),
+            (
+                "tcp_proxy_connections_closed",
+                "Client connections closed, by component.",
+            ),
+            (
+                "tcp_proxy_connections_failed",
+                "Connections closed because the upstream was unreachable, by component and reason.",
+            ),
+            (
+                "tcp_proxy_bytes",
+                "Bytes relayed, by component and direction (to_upstream, to_client).",
+            ),
+            (
+                "tcp_proxy_upstream_connect_seconds",
+                "Time to connect to the upstream, in seconds, by component.",
+            ),
+            (
+                "tcp_proxy_connections_active",
+                "Client connections open now, by component.",
+            ),
+        ] {
+            observer.describe(name, help);
+        }
         Shared {
             component: Arc::from(name),
             upstream: config.upstream.clone(),
@@ -96,6 +124,9 @@ impl Shared {
 
 const SATURATION_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often a draining proxy publishes how many connections it still has open.
+const DRAIN_REPORT: Duration = Duration::from_millis(250);
+
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -103,6 +134,7 @@ pub(super) async fn serve(
     max_connections: usize,
     mut stopped: oneshot::Receiver<Instant>,
     closing: oneshot::Sender<()>,
+    env: Env,
 ) {
     let mut connections = JoinSet::new();
     let mut permit: Option<OwnedSemaphorePermit> = None;
@@ -161,10 +193,25 @@ pub(super) async fn serve(
         open = connections.len(),
         "tcp-proxy stopped accepting; letting open connections finish"
     );
+    // The connections still open show in the component's status while they drain.
+    let listen = env
+        .details()
+        .and_then(|d| d.get("listen").cloned())
+        .unwrap_or_default();
+    let publish = |open: usize| {
+        env.set_details(serde_json::json!({ "listen": listen, "connections": open }));
+    };
     let drained = tokio::time::timeout_at(deadline, async {
-        while connections.join_next().await.is_some() {}
+        let mut every = tokio::time::interval(DRAIN_REPORT);
+        loop {
+            tokio::select! {
+                done = connections.join_next() => if done.is_none() { break },
+                _ = every.tick() => publish(connections.len()),
+            }
+        }
     })
     .await;
+    publish(connections.len());
     if drained.is_err() {
         tracing::warn!(
             open = connections.len(),
