@@ -62,7 +62,8 @@ fn killed_child_replaced(c: &mut Criterion) {
             .expect("deploy");
         next_pid(&host, None).await
     });
-    c.bench_function("exec/killed_child_to_new_child_running", |b| {
+    let mut group = c.benchmark_group("exec");
+    group.bench_function("killed_child_to_new_child_running", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
@@ -77,6 +78,7 @@ fn killed_child_replaced(c: &mut Criterion) {
             })
         });
     });
+    group.finish();
     rt.block_on(host.stop()).expect("stop");
 }
 

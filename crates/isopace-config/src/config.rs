@@ -1,9 +1,8 @@
 //! `Config`: the shared, lock-free handle on the current tree, and how it is loaded and reloaded.
 
 use std::{
-    fmt, fs,
+    fmt,
     hash::{DefaultHasher, Hash, Hasher},
-    io::Read,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::{
     Entry, Error, Format, Handle, Snapshot, Source, env,
+    file::{ReadError, read_regular_file},
     format::parse_tree,
     local,
     tree::{Tree, redact_value},
@@ -203,80 +203,21 @@ pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// the file is opened without blocking, and the type and size are checked again on what was
 /// opened, in case the path was swapped in between.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    check_regular(path, &fs::metadata(path).map_err(io)?)?;
-    let mut file = open_nonblocking(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check_regular(path, &meta)?;
-    let too_large = |len| Error::TooLarge {
-        path: path.to_path_buf(),
-        len,
-        limit: MAX_CONFIG_BYTES,
-    };
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The file may grow after the check: read one byte past the limit to tell.
-    (&mut file)
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-/// Opens `path` for reading without waiting: on a FIFO, `open` itself would wait for a
-/// writer.
-fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    options.open(path)
-}
-
-fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    Err(Error::NotRegularFile {
-        path: path.to_path_buf(),
-        found: file_type(&meta.file_type()),
+    read_regular_file(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadError::NotRegular(found) => Error::NotRegularFile {
+            path: path.to_path_buf(),
+            found,
+        },
+        ReadError::TooLarge { len, limit } => Error::TooLarge {
+            path: path.to_path_buf(),
+            len,
+            limit,
+        },
     })
-}
-
-/// What a file that is not a regular file is, for messages.
-fn file_type(t: &fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-    }
-    if t.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
 }
 
 impl Config {
@@ -442,6 +383,7 @@ impl Config {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs;
 
     fn assert_send_sync<T: Send + Sync + 'static>() {}
 

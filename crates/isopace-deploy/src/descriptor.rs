@@ -1,8 +1,7 @@
 //! Descriptor files: reading, parsing with positions, and `${VAR}` substitution.
 
 use std::{
-    fmt, fs,
-    io::Read,
+    fmt,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -12,6 +11,7 @@ use std::{
 
 use std::time::Duration;
 
+use isopace_config::ReadError;
 use isopace_host::{Restart, RestartPolicy};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -547,72 +547,11 @@ fn offset_in(whole: &str, part: &str) -> usize {
 /// swapped in between. Anything else is an [`ErrorKind::Io`] error saying `not a regular
 /// file`.
 pub(crate) fn read_limited(file: &Path) -> Result<Vec<u8>, DescriptorError> {
-    let io = |e: std::io::Error| DescriptorError::io(file, e);
-    check_regular(file, &fs::metadata(file).map_err(io)?)?;
-    let mut handle = open_nonblocking(file).map_err(io)?;
-    let meta = handle.metadata().map_err(io)?;
-    check_regular(file, &meta)?;
-    let len = meta.len();
-    if len > MAX_DESCRIPTOR_BYTES {
-        return Err(too_large(file, len));
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    (&mut handle)
-        .take(MAX_DESCRIPTOR_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_DESCRIPTOR_BYTES {
-        return Err(too_large(file, bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-/// Opens `file` for reading without waiting: on a FIFO, `open` itself would wait for a
-/// writer.
-fn open_nonblocking(file: &Path) -> std::io::Result<fs::File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    options.open(file)
-}
-
-fn check_regular(file: &Path, meta: &fs::Metadata) -> Result<(), DescriptorError> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    Err(DescriptorError::new(file, ErrorKind::Io).message(format!(
-        "not a regular file ({})",
-        file_type(&meta.file_type())
-    )))
-}
-
-/// What a file that is not a regular file is, for messages.
-fn file_type(t: &fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-    }
-    if t.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
+    isopace_config::read_regular_file(file, MAX_DESCRIPTOR_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => DescriptorError::io(file, e),
+        ReadError::TooLarge { len, .. } => too_large(file, len),
+        other => DescriptorError::new(file, ErrorKind::Io).message(other.to_string()),
+    })
 }
 
 /// A file whose name is not UTF-8. It is not read: component names, logs and metrics carry
@@ -631,6 +570,7 @@ fn too_large(file: &Path, len: u64) -> DescriptorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn no_env(_: &str) -> Option<String> {
         None

@@ -183,7 +183,17 @@ impl Table {
     /// Tells subscribers that something in a status changed outside the table (a
     /// background stop ended).
     pub(crate) fn touch(&self) {
-        self.changes.send_replace(());
+        self.changed();
+    }
+
+    /// Wakes the watchers of [`Host::changed`](crate::Host::changed). Waking costs a lock
+    /// per notifier shard even with nobody watching, and transitions are the hot path of
+    /// deploy and undeploy, so it is skipped when nobody watches: a later watcher starts
+    /// from the current state anyway.
+    fn changed(&self) {
+        if self.changes.receiver_count() > 0 {
+            self.changes.send_replace(());
+        }
     }
 
     /// Moves `name`'s state gauge from `from` (if any) to `to`, and tells subscribers.
@@ -191,7 +201,7 @@ impl Table {
         if from == Some(to) {
             return;
         }
-        self.changes.send_replace(());
+        self.changed();
         let component = attr("component", name);
         match from {
             Some(from) => self
@@ -316,7 +326,7 @@ impl Table {
             self.by_name.remove(&row.name);
             self.order.remove(&row.seq);
             self.free.push(key);
-            self.changes.send_replace(());
+            self.changed();
         }
     }
 
