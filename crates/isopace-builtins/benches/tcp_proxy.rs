@@ -21,9 +21,10 @@ use criterion::{Criterion, Throughput};
 use isopace_builtins::tcp_proxy::{TcpProxy, TcpProxyConfig};
 use isopace_host::{Component, Env};
 use isopace_observe::MetricsRegistry;
+use isopace_testkit::echo_server;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     runtime::Runtime,
 };
 
@@ -32,30 +33,6 @@ const PAYLOAD: usize = 16 << 20;
 const CHUNK: usize = 64 << 10;
 /// The request and response of a latency round trip.
 const MESSAGE: usize = 64;
-
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let mut buffer = vec![0; CHUNK];
-                loop {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buffer[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// The proxy with the daemon's own wiring: a metrics registry behind the observer. Fails
 /// when the kernel refuses `congestion_control`.

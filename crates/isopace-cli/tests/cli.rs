@@ -6,6 +6,7 @@
 
 mod common;
 
+use isopace_testkit::write_atomically;
 use std::{
     fs,
     io::{Read, Write},
@@ -15,9 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Daemon, component, free_port, http_get, isopace, json, wait_for, wait_until, write_atomically,
-};
+use common::{Daemon, component, free_port, http_get, isopace, json, wait_for, wait_until};
 
 fn copy_example(to: &Path) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
@@ -77,7 +76,7 @@ fn run_serves_the_example_and_follows_the_directory() {
 
     // A new descriptor starts.
     write_atomically(
-        &dir.path().join("30_extra.json"),
+        dir.path().join("30_extra.json"),
         r#"{"name": "extra", "type": "heartbeat", "config": {"interval": "1h"}}"#,
     );
     wait_for("extra running", || {
@@ -87,7 +86,7 @@ fn run_serves_the_example_and_follows_the_directory() {
 
     // A changed one is redeployed.
     write_atomically(
-        &dir.path().join("30_extra.json"),
+        dir.path().join("30_extra.json"),
         r#"{"name": "extra", "type": "heartbeat", "config": {"interval": "2h"}}"#,
     );
     wait_for("extra redeployed", || {
@@ -561,8 +560,8 @@ fn stalled_admin_clients_under_a_low_open_file_limit_never_starve_a_deploy() {
     });
 
     write_atomically(
-        &dir.path().join("10_edge.json"),
-        &format!(
+        dir.path().join("10_edge.json"),
+        format!(
             r#"{{"name": "edge", "type": "tcp-proxy", "config": {{
                 "listen": "127.0.0.1:{edge}", "upstream": "127.0.0.1:{upstream}"
             }}}}"#

@@ -4,6 +4,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use isopace_host::{Component, Env};
 use isopace_observe::MetricsRegistry;
+use isopace_testkit::echo_server;
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -21,22 +22,6 @@ use super::{
 
 fn config(value: serde_json::Value) -> Result<TcpProxyConfig, serde_json::Error> {
     serde_json::from_value(value)
-}
-
-/// Echoes every connection back, shutting down its write side at EOF.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 /// A started proxy to `upstream` on a free loopback port, with `extra` config.

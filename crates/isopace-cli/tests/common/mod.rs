@@ -2,7 +2,6 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
-    fs,
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::Path,
@@ -156,12 +155,6 @@ pub(crate) fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<Res
 
 pub(crate) fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-pub(crate) fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
 }
 
 pub(crate) fn component<'a>(
