@@ -16,8 +16,9 @@ const MAX_NANOS: u128 = i64::MAX as u128;
 /// Parses a Go-style duration: a sequence of decimal numbers, each with an optional fraction
 /// and a unit, such as `"300ms"`, `"1.5s"`, `"1m30s"` or `"2h45m"`.
 ///
-/// Units are `ns`, `us` (or `µs`), `ms`, `s`, `m` and `h`. `"0"` needs no unit, a leading
-/// `+` is allowed, and surrounding whitespace is ignored. Negative durations and durations
+/// Units are `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h` and `d` (24 hours). A bare number
+/// (`"30"`, `"1.5"`) means seconds, as a JSON number does; in a sequence every number needs
+/// a unit. A leading `+` is allowed, and surrounding whitespace is ignored. Negative durations and durations
 /// longer than [`MAX_DURATION`] are errors. Digits of a fraction below a nanosecond are
 /// dropped.
 ///
@@ -27,7 +28,9 @@ const MAX_NANOS: u128 = i64::MAX as u128;
 ///
 /// assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
 /// assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-/// assert!(parse_duration("5").is_err());
+/// assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+/// assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(36 * 3600));
+/// assert!(parse_duration("1m30").is_err());
 /// ```
 pub fn parse_duration(input: &str) -> Result<Duration, Error> {
     let fail = |reason: &'static str| Error::Duration {
@@ -40,9 +43,6 @@ pub fn parse_duration(input: &str) -> Result<Duration, Error> {
         Some(b'+') => (false, &text[1..]),
         _ => (false, text),
     };
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
     if text.is_empty() {
         return Err(fail("empty duration"));
     }
@@ -69,15 +69,18 @@ pub fn parse_duration(input: &str) -> Result<Duration, Error> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
+        let bare = unit.is_empty() && rest.len() == text.len() && next.is_empty();
         let scale: u128 = match unit {
+            _ if bare => 1_000_000_000,
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,
             "ms" => 1_000_000,
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(fail("missing unit (use ns, us, ms, s, m or h)")),
-            _ => return Err(fail("unknown unit (use ns, us, ms, s, m or h)")),
+            "d" => 86_400_000_000_000,
+            "" => return Err(fail("missing unit (use ns, us, ms, s, m, h or d)")),
+            _ => return Err(fail("unknown unit (use ns, us, ms, s, m, h or d)")),
         };
         let mut whole: u128 = 0;
         for digit in int_digits.bytes() {
@@ -350,20 +353,41 @@ mod tests {
             Duration::from_secs(3600)
         );
         assert_eq!(ok("2562047h47m16.854775807s"), MAX_DURATION);
+        assert_eq!(ok("106751d23h47m16.854775807s"), MAX_DURATION);
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds_and_d_is_days() {
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        assert_eq!(ok(" 1.5 "), Duration::from_millis(1500));
+        assert_eq!(ok(".25"), Duration::from_millis(250));
+        assert_eq!(ok("+7"), Duration::from_secs(7));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("-0"), Duration::ZERO);
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("2d12h"), Duration::from_secs(60 * 3600));
+        assert_eq!(ok("0.5d"), Duration::from_secs(43_200));
+        assert_eq!(ok("9223372036.854775807"), MAX_DURATION);
+        assert!(parse_duration("9223372036.854775808").is_err());
+        assert!(parse_duration("106752d").is_err());
+        // As JSON numbers and strings read alike.
+        assert_eq!(from_value(&Value::from("30")), from_value(&Value::from(30)));
     }
 
     #[test]
     fn bad_strings_are_errors_with_a_reason() {
         for (input, reason) in [
             ("", "empty duration"),
-            ("5", "missing unit (use ns, us, ms, s, m or h)"),
-            ("5x", "unknown unit (use ns, us, ms, s, m or h)"),
+            ("1m30", "missing unit (use ns, us, ms, s, m, h or d)"),
+            ("1.5.5", "missing unit (use ns, us, ms, s, m, h or d)"),
+            ("-5", "negative durations are not supported"),
+            ("5x", "unknown unit (use ns, us, ms, s, m, h or d)"),
             (".s", "expected a number"),
             ("s", "expected a number"),
             ("-5s", "negative durations are not supported"),
             ("2562047h47m16.854775808s", "out of range"),
             ("99999999999999999999999999999999999h", "out of range"),
-            ("1e3s", "unknown unit (use ns, us, ms, s, m or h)"),
+            ("1e3s", "unknown unit (use ns, us, ms, s, m, h or d)"),
         ] {
             match parse_duration(input) {
                 Err(Error::Duration { reason: r, .. }) => assert_eq!(r, reason, "{input:?}"),
