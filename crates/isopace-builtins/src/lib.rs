@@ -55,3 +55,46 @@ pub fn register_all(registry: &mut Registry) -> Result<(), isopace_deploy::Error
     exec::register(registry)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+
+    use isopace_deploy::{Descriptor, Registry};
+    use serde::de::DeserializeOwned;
+
+    /// Asserts that `type_name`'s example sets every field outside `own` (the values a user
+    /// supplies rather than defaults) to its default: decoding the example and decoding
+    /// only its `own` fields give the same config.
+    #[allow(dead_code)]
+    fn example_shows_defaults<T: DeserializeOwned + Debug>(type_name: &str, own: &[&str]) {
+        let mut registry = Registry::new();
+        super::register_all(&mut registry).unwrap();
+        let example = registry.type_info(type_name).unwrap().example;
+        let mut minimal = example.clone();
+        minimal
+            .as_object_mut()
+            .unwrap()
+            .retain(|field, _| own.contains(&field.as_str()));
+        let decode = |config| {
+            let descriptor = Descriptor::new("x", type_name).config(config);
+            format!("{:?}", descriptor.decode_config::<T>().unwrap())
+        };
+        assert_eq!(decode(example), decode(minimal), "`{type_name}`'s example");
+    }
+
+    #[test]
+    fn each_example_shows_the_defaults_of_what_it_does_not_need() {
+        #[cfg(feature = "admin")]
+        example_shows_defaults::<crate::admin::AdminConfig>("admin", &[]);
+        #[cfg(feature = "heartbeat")]
+        example_shows_defaults::<crate::heartbeat::HeartbeatConfig>("heartbeat", &[]);
+        #[cfg(feature = "tcp-proxy")]
+        example_shows_defaults::<crate::tcp_proxy::TcpProxyConfig>(
+            "tcp-proxy",
+            &["listen", "upstream"],
+        );
+        #[cfg(feature = "exec")]
+        example_shows_defaults::<crate::exec::ExecConfig>("exec", &["command", "env"]);
+    }
+}

@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Arg, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{
+    Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, error::ErrorKind,
+    parser::ValueSource,
+};
 
 /// The prefix of the variables the flags are declared with; [`command`] replaces it with
 /// the app's own.
@@ -65,6 +68,26 @@ fn with_prefix(command: clap::Command, prefix: &str) -> clap::Command {
         .mut_subcommands(|sub| with_prefix(sub, prefix))
 }
 
+/// Parses `args` with `command`. `validate DIR --deploy DIR` names the directory twice and is
+/// a usage error; clap's `conflicts_with` cannot say so, as it would also count a DIR that
+/// came from the variable.
+pub(crate) fn parse<I, T>(mut command: clap::Command, args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command.try_get_matches_from_mut(args)?;
+    if let Some(("validate", m)) = matches.subcommand()
+        && m.value_source("dir") == Some(ValueSource::CommandLine)
+        && m.contains_id("deploy")
+    {
+        let message = "give the descriptor directory once: as DIR or as --deploy DIR";
+        let validate = command.find_subcommand_mut("validate").expect("declared");
+        return Err(validate.error(ErrorKind::ArgumentConflict, message));
+    }
+    Cli::from_arg_matches(&matches)
+}
+
 /// The variables `command`'s flags read. They are kept out of the configuration
 /// overrides, which share the prefix by default.
 pub(crate) fn flag_variables(command: &clap::Command) -> Vec<String> {
@@ -96,8 +119,12 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Check a descriptor directory for every problem `run` would hit, building nothing.
     Validate(ValidateArgs),
-    /// List the component types this binary knows, with an example descriptor for each.
-    Types,
+    /// List the component types this binary knows, each with a complete example descriptor;
+    /// with NAME, only that type.
+    Types {
+        /// A type's name, such as `tcp-proxy`.
+        name: Option<String>,
+    },
     /// Show resolved configuration values and where each came from, secrets redacted.
     Config(ConfigArgs),
 }
@@ -111,23 +138,23 @@ pub(crate) struct RunArgs {
     pub(crate) config: ConfigSource,
     /// The log level: trace, debug, info, warn or error. Without it, the config's
     /// `logging.level` applies, else info.
-    #[arg(long, env = "ISOPACE_LOG_LEVEL", value_parser = parse_level_arg)]
+    #[arg(long, env = "ISOPACE_LOG_LEVEL", value_parser = isopace_observe::parse_level)]
     pub(crate) log_level: Option<tracing::Level>,
     /// The log format.
     #[arg(long, env = "ISOPACE_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub(crate) log_format: Format,
     /// How often to rescan the descriptor directory (a safety net when file events work).
-    #[arg(long, env = "ISOPACE_SCAN_INTERVAL", default_value = "5s", value_parser = parse_duration_arg)]
+    #[arg(long, env = "ISOPACE_SCAN_INTERVAL", default_value = "5s", value_parser = isopace_config::parse_duration)]
     pub(crate) scan_interval: Duration,
     /// Do not watch for file events; only rescan on the interval.
-    #[arg(long, env = "ISOPACE_NO_WATCH")]
+    #[arg(long, env = "ISOPACE_NO_WATCH", value_parser = isopace_config::parse_bool)]
     pub(crate) no_watch: bool,
     /// How long a graceful shutdown may take before it is reported as failed.
-    #[arg(long, env = "ISOPACE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, env = "ISOPACE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = isopace_config::parse_duration)]
     pub(crate) shutdown_timeout: Duration,
     /// Shut down and exit 1 when a critical component is failed for good (its restart
     /// policy gave up), so a service manager restarts the whole daemon.
-    #[arg(long, env = "ISOPACE_EXIT_ON_CRITICAL_FAILURE")]
+    #[arg(long, env = "ISOPACE_EXIT_ON_CRITICAL_FAILURE", value_parser = isopace_config::parse_bool)]
     pub(crate) exit_on_critical_failure: bool,
     /// Where running `exec` children are recorded, so that after the daemon was killed the
     /// next start kills what they left. Default: `$XDG_RUNTIME_DIR/<name>`, else
@@ -177,6 +204,9 @@ pub(crate) struct ValidateArgs {
     /// The descriptor directory.
     #[arg(default_value = "deploy", env = "ISOPACE_DEPLOY")]
     pub(crate) dir: PathBuf,
+    /// The descriptor directory, as `run` takes it (instead of DIR).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) deploy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,31 +228,9 @@ pub(crate) enum ConfigCommand {
     Dump,
 }
 
-fn parse_level_arg(s: &str) -> Result<tracing::Level, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "trace" => Ok(tracing::Level::TRACE),
-        "debug" => Ok(tracing::Level::DEBUG),
-        "info" => Ok(tracing::Level::INFO),
-        "warn" | "warning" => Ok(tracing::Level::WARN),
-        "error" | "err" => Ok(tracing::Level::ERROR),
-        _ => Err(format!(
-            "`{s}` is not a log level (trace, debug, info, warn, error)"
-        )),
-    }
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    isopace_config::parse_duration(s).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_command_line_is_well_formed() {
-        Cli::command().debug_assert();
-    }
 
     #[test]
     fn run_defaults_match_the_documentation() {
@@ -267,10 +275,7 @@ mod tests {
         let matches = command
             .try_get_matches_from(["edge", "run", "--deploy", "d"])
             .unwrap();
-        let Command::Run(run) = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
-            .unwrap()
-            .command
-        else {
+        let Command::Run(run) = Cli::from_arg_matches(&matches).unwrap().command else {
             panic!("not run");
         };
         assert_eq!(run.config.env_prefix, "EDGE");
@@ -281,7 +286,7 @@ mod tests {
         let err = Cli::try_parse_from(["isopace", "run", "--log-level", "loud"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(
-            err.to_string().contains("`loud` is not a log level"),
+            err.to_string().contains("unknown log level `loud`"),
             "{err}"
         );
         let err = Cli::try_parse_from(["isopace", "run", "--scan-interval", "soon"]).unwrap_err();

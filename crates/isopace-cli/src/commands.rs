@@ -6,56 +6,53 @@ use isopace_config::{Config, LoadOptions};
 use isopace_deploy::Registry;
 
 use crate::{
-    EXIT_INVALID_CONFIG, EXIT_OK,
+    EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE,
     cli::{ConfigArgs, ConfigCommand, ConfigSource, ValidateArgs},
 };
 
 /// `isopace validate DIR`; `name` is the daemon's, for messages.
 pub(crate) fn validate(name: &str, registry: &Registry, args: &ValidateArgs) -> u8 {
     let env = |name: &str| std::env::var(name).ok();
-    match isopace_deploy::validate_dir(&args.dir, registry, &env) {
+    let dir = args.deploy.as_ref().unwrap_or(&args.dir);
+    match isopace_deploy::validate_dir(dir, registry, &env) {
         Err(e) => {
             eprintln!("{name}: {}", isopace_host::error_chain(&e));
             EXIT_INVALID_CONFIG
         }
         Ok(problems) if problems.is_empty() => {
-            print_out(&format!("{}: ok\n", args.dir.display()));
+            print_out(&format!("{}: ok\n", dir.display()));
             EXIT_OK
         }
         Ok(problems) => {
-            let mut text = String::new();
-            for problem in &problems {
-                let _ = writeln!(text, "{problem}");
-            }
+            let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
             print_out(&text);
             eprintln!(
                 "{name}: {} problem{} in {}",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },
-                args.dir.display()
+                dir.display()
             );
             EXIT_INVALID_CONFIG
         }
     }
 }
 
-/// `isopace types`.
-pub(crate) fn types(registry: &Registry) -> u8 {
-    let mut text = String::new();
-    for info in registry.types() {
-        // Written by hand to keep the descriptor's own field order.
-        let quote = |s: &str| serde_json::to_string(s).expect("a string serialises");
-        let _ = write!(
-            text,
-            "{}\n    {}\n    {{\n      \"name\": {},\n      \"type\": {},\n      \"config\": {}\n    }}\n\n",
-            info.name,
-            info.description,
-            quote(&format!("my-{}", info.name)),
-            quote(&info.name),
-            info.example
-        );
-    }
-    print_out(&text);
+/// `isopace types [NAME]`.
+pub(crate) fn types(name: &str, registry: &Registry, only: Option<&str>) -> u8 {
+    let types = match only.map(|t| registry.type_info(t)).transpose() {
+        Ok(Some(info)) => vec![info],
+        Ok(None) => registry.types(),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    print_out(
+        &types
+            .iter()
+            .map(|info| format!("{info}\n"))
+            .collect::<String>(),
+    );
     EXIT_OK
 }
 

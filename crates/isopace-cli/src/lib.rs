@@ -9,7 +9,6 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::FromArgMatches;
 use isopace_deploy::Registry;
 use isopace_host::Env;
 
@@ -22,6 +21,8 @@ pub const EXIT_OK: u8 = 0;
 /// A runtime failure: a component failed to start or stop, or, with
 /// `--exit-on-critical-failure`, a critical component failed for good.
 pub const EXIT_FAILURE: u8 = 1;
+/// A usage error: bad arguments, or `types NAME` naming no registered type.
+pub const EXIT_USAGE: u8 = 2;
 /// Invalid configuration or descriptors (`EX_CONFIG` from sysexits.h).
 pub const EXIT_INVALID_CONFIG: u8 = 78;
 
@@ -124,10 +125,7 @@ impl App {
     {
         let command = cli::command(&self.identity);
         let flags = cli::flag_variables(&command);
-        let parsed = command
-            .try_get_matches_from(args)
-            .and_then(|matches| cli::Cli::from_arg_matches(&matches));
-        let cli = match parsed {
+        let cli = match cli::parse(command, args) {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = e.print();
@@ -138,7 +136,9 @@ impl App {
         let code = match cli.command {
             cli::Command::Run(args) => run::run(self, args, &flags),
             cli::Command::Validate(args) => commands::validate(&name, &self.registry, &args),
-            cli::Command::Types => commands::types(&self.registry),
+            cli::Command::Types { name: only } => {
+                commands::types(&name, &self.registry, only.as_deref())
+            }
             cli::Command::Config(args) => commands::config(&name, &args, &flags),
         };
         ExitCode::from(code)

@@ -217,6 +217,11 @@ fn validate_reports_every_kind_of_problem_with_its_position() {
             "unknown field `enabeld`",
         ),
         (
+            "b_typo_type.json",
+            "{\"name\": \"bt\", \"type\": \"hearbeat\"}",
+            "unknown component type `hearbeat`; did you mean `heartbeat`?",
+        ),
+        (
             "c_missing_name.json",
             "{\"type\": \"heartbeat\"}",
             "missing field `name`",
@@ -268,7 +273,8 @@ fn validate_reports_every_kind_of_problem_with_its_position() {
         assert!(line.contains(expected), "{line:?} lacks {expected:?}");
     }
     assert!(output.contains("field `config.listen`"), "{output}");
-    assert!(output.contains("8 problems"), "{output}");
+    assert!(output.contains("did you mean `enabled`?"), "{output}");
+    assert!(output.contains("9 problems"), "{output}");
 
     let clean = tempfile::tempdir().unwrap();
     copy_example(clean.path());
@@ -300,6 +306,96 @@ fn every_example_printed_by_types_passes_validate() {
     assert!(examples >= 2, "{text}");
     let (code, report) = validate(dir.path());
     assert_eq!(code, 0, "{report}\n{text}");
+}
+
+#[test]
+fn types_name_shows_one_type_and_suggests_for_a_typo() {
+    let output = isopace().args(["types", "tcp-proxy"]).output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("tcp-proxy\n    "), "{text}");
+    assert_eq!(text.matches("\"type\":").count(), 1, "{text}");
+    assert!(
+        text.contains("\n        \"upstream\": \"127.0.0.1:7001\"\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("idle_timeout"),
+        "its default is none: {text}"
+    );
+
+    let output = isopace().args(["types", "tcp-prxy"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        stderr.trim(),
+        "isopace: unknown component type `tcp-prxy`; did you mean `tcp-proxy`?"
+    );
+}
+
+#[test]
+fn validate_takes_the_directory_as_dir_or_deploy_but_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_example(dir.path());
+    let validate = |args: &[&str], env: Option<&str>| {
+        let mut command = isopace();
+        command.arg("validate").args(args);
+        if let Some(value) = env {
+            command.env("ISOPACE_DEPLOY", value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code().unwrap(), stderr)
+    };
+    let path = dir.path().to_str().unwrap();
+    assert_eq!(validate(&[path], None).0, 0);
+    assert_eq!(validate(&["--deploy", path], None).0, 0);
+    assert_eq!(validate(&[], Some(path)).0, 0);
+    // The variable stands in for DIR; a directory given on the command line wins.
+    assert_eq!(validate(&["--deploy", path], Some("/nonexistent")).0, 0);
+    assert_eq!(validate(&[path], Some("/nonexistent")).0, 0);
+    let (code, stderr) = validate(&[path, "--deploy", path], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("give the descriptor directory once: as DIR or as --deploy DIR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flags_take_booleans_and_durations_as_operators_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = isopace();
+        command.args([
+            "run",
+            "--shutdown-timeout",
+            "45",
+            "--scan-interval",
+            "1d",
+            "--deploy",
+        ]);
+        command.arg(&missing).envs(vars.iter().copied());
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code().unwrap(), stderr)
+    };
+    // Parsed: `run` gets as far as the missing directory.
+    for (watch, critical) in [("1", "0"), ("Yes", "off"), ("TRUE", "No"), ("on", "false")] {
+        let vars = [
+            ("ISOPACE_NO_WATCH", watch),
+            ("ISOPACE_EXIT_ON_CRITICAL_FAILURE", critical),
+        ];
+        let (code, stderr) = run(&vars);
+        assert_eq!(code, 78, "{vars:?}: {stderr}");
+    }
+    let (code, stderr) = run(&[("ISOPACE_NO_WATCH", "maybe")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid boolean \"maybe\": use 1/0, true/false, yes/no or on/off"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -104,7 +104,16 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// A duration string is not in Go's `1h2m3.5s` form or is out of range.
+    /// A boolean is none of 1/0, true/false, yes/no or on/off (see
+    /// [`parse_bool`](crate::parse_bool)).
+    #[error("invalid boolean {input:?}: use 1/0, true/false, yes/no or on/off")]
+    Bool {
+        /// The text that was parsed (cut to 64 characters).
+        input: String,
+    },
+
+    /// A duration string is not in the `1h2m3.5s` form (or a bare number of seconds) or is out
+    /// of range.
     #[error("invalid duration {input:?}: {reason}")]
     Duration {
         /// The text that was parsed (cut to 64 characters).

@@ -48,6 +48,7 @@
 //! after a reload the old tree is freed once every thread that read it has read again (or
 //! exited).
 
+mod boolean;
 mod config;
 mod de;
 mod duration;
@@ -61,6 +62,7 @@ mod local;
 mod tree;
 mod watcher;
 
+pub use boolean::parse_bool;
 pub use config::{Config, LoadOptions, MAX_CONFIG_BYTES};
 pub use duration::{MAX_DURATION, format_duration, parse_duration, serde_duration};
 pub use error::Error;

@@ -270,11 +270,27 @@ impl DescriptorError {
     }
 }
 
-/// serde_json's message without its trailing " at line L column C".
+/// serde_json's message without its trailing " at line L column C", with a hint for the
+/// closest expected field when it names an unknown one.
 pub(crate) fn json_message(error: &serde_json::Error) -> String {
     let text = error.to_string();
     let suffix = format!(" at line {} column {}", error.line(), error.column());
-    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+    crate::suggest::unknown_field(text.strip_suffix(&suffix).unwrap_or(&text).to_owned())
+}
+
+/// "unknown component type `x`" with a hint for the closest of `known`, else the list of them.
+pub(crate) fn unknown_type(name: &str, known: &[&str]) -> String {
+    let hint = crate::suggest::hint(name, known.iter().copied());
+    if !hint.is_empty() {
+        format!("unknown component type `{name}`{hint}")
+    } else if known.is_empty() {
+        format!("unknown component type `{name}` (none is registered)")
+    } else {
+        format!(
+            "unknown component type `{name}` (registered: {})",
+            known.join(", ")
+        )
+    }
 }
 
 impl fmt::Display for DescriptorError {
@@ -353,6 +369,14 @@ pub enum Error {
     /// The deployer is already started.
     #[error("the deployer is already started")]
     AlreadyStarted,
+    /// No type of this name is registered (from [`Registry::type_info`](crate::Registry::type_info)).
+    #[error("{}", unknown_type(.name, &.known.iter().map(String::as_str).collect::<Vec<_>>()))]
+    UnknownType {
+        /// The name asked for.
+        name: String,
+        /// The registered names, sorted.
+        known: Vec<String>,
+    },
 }
 
 impl Error {
@@ -369,6 +393,10 @@ impl Error {
             Error::HostGone => Error::HostGone,
             Error::DuplicateType(name) => Error::DuplicateType(name.clone()),
             Error::AlreadyStarted => Error::AlreadyStarted,
+            Error::UnknownType { name, known } => Error::UnknownType {
+                name: name.clone(),
+                known: known.clone(),
+            },
         }
     }
 }

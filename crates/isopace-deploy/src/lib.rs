@@ -10,6 +10,7 @@ mod migrate;
 mod registry;
 mod scan;
 mod subst;
+mod suggest;
 
 pub use deployer::{
     DEFAULT_DEBOUNCE, DEFAULT_SCAN_INTERVAL, Deployer, DeployerBuilder, DeployerHandle,

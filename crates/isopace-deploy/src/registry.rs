@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Deprecation, Descriptor,
-    error::{DescriptorError, Error, ErrorKind, json_message},
+    error::{DescriptorError, Error, ErrorKind, json_message, unknown_type},
     migrate::Migration,
     subst::Lookup,
 };
@@ -38,6 +38,38 @@ impl TypeInfo {
     /// A complete example descriptor for this type, named `name`.
     pub fn example_descriptor(&self, name: &str) -> serde_json::Value {
         serde_json::json!({ "name": name, "type": self.name, "config": self.example })
+    }
+
+    /// The example descriptor as a file would hold it, named `my-<type>`: pretty JSON with
+    /// `name`, `type` and `config` in that order, each line indented by `indent` spaces.
+    pub fn example_file(&self, indent: usize) -> String {
+        let pretty = |v: &serde_json::Value| {
+            serde_json::to_string_pretty(v).expect("a JSON value serialises")
+        };
+        let name = serde_json::Value::from(format!("my-{}", self.name));
+        // Written field by field: a JSON object's keys would come out sorted.
+        let text = format!(
+            "{{\n  \"name\": {},\n  \"type\": {},\n  \"config\": {}\n}}",
+            pretty(&name),
+            pretty(&serde_json::Value::from(self.name.clone())),
+            pretty(&self.example).replace('\n', "\n  ")
+        );
+        let pad = " ".repeat(indent);
+        text.lines().map(|l| format!("{pad}{l}\n")).collect()
+    }
+}
+
+/// The name, the description and the [example file](TypeInfo::example_file), as `isopace
+/// types` prints a type.
+impl fmt::Display for TypeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\n    {}\n{}",
+            self.name,
+            self.description,
+            self.example_file(4)
+        )
     }
 }
 
@@ -172,6 +204,23 @@ impl Registry {
                 example: e.example.clone(),
             })
             .collect()
+    }
+
+    /// The registered type `type_name`; when there is none, the error suggests the closest
+    /// registered name.
+    ///
+    pub fn type_info(&self, type_name: &str) -> Result<TypeInfo, Error> {
+        match self.types.get(type_name) {
+            Some(e) => Ok(TypeInfo {
+                name: type_name.to_owned(),
+                description: e.description.clone(),
+                example: e.example.clone(),
+            }),
+            None => Err(Error::UnknownType {
+                name: type_name.to_owned(),
+                known: self.types.keys().cloned().collect(),
+            }),
+        }
     }
 
     /// Whether a type is registered.
@@ -350,15 +399,7 @@ impl Registry {
             )
             .at_maybe(descriptor.type_at())
             .field("type")
-            .message(format!(
-                "unknown component type `{}` (registered: {})",
-                descriptor.type_name,
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ))
+            .message(unknown_type(&descriptor.type_name, &known))
         })
     }
 }
@@ -531,6 +572,73 @@ mod tests {
         registry
             .check(&Descriptor::new("a", "link").config(json!({ "port": 7 })))
             .unwrap();
+    }
+
+    #[test]
+    fn typos_in_types_and_fields_get_the_closest_name() {
+        let registry = registry();
+        let err = registry.check(&Descriptor::new("a", "lnik")).unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::UnknownType("lnik".into()));
+        assert_eq!(
+            err.to_string(),
+            "field `type`: unknown component type `lnik`; did you mean `link`?"
+        );
+        let err = registry.type_info("lnk").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown component type `lnk`; did you mean `link`?"
+        );
+        let err = registry.type_info("http").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown component type `http` (registered: link)"
+        );
+        assert_eq!(
+            Registry::new().type_info("link").unwrap_err().to_string(),
+            "unknown component type `link` (none is registered)"
+        );
+        assert_eq!(registry.type_info("link").unwrap(), registry.types()[0]);
+
+        let text = "{\"name\": \"a\", \"type\": \"link\",\n \"config\": {\"prot\": 7}}";
+        let err = registry
+            .check(&Descriptor::parse(text, "a.json").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.json:2:18: field `config.prot`: unknown field `prot`, expected `port`; \
+             did you mean `port`?"
+        );
+        let text = r#"{"name": "a", "tpye": "link"}"#;
+        let err = Descriptor::parse(text, "a.json").unwrap_err();
+        assert!(err.to_string().ends_with("; did you mean `type`?"), "{err}");
+    }
+
+    #[test]
+    fn an_example_file_is_pretty_and_in_descriptor_order() {
+        let info = TypeInfo {
+            name: "link".into(),
+            description: "a link".into(),
+            example: json!({ "port": 1, "hosts": ["a", "b"] }),
+        };
+        let expected = "  {
+    \"name\": \"my-link\",
+    \"type\": \"link\",
+    \"config\": {
+      \"hosts\": [
+        \"a\",
+        \"b\"
+      ],
+      \"port\": 1
+    }
+  }
+";
+        assert_eq!(info.example_file(2), expected);
+        let parsed: serde_json::Value = serde_json::from_str(&info.example_file(0)).unwrap();
+        assert_eq!(parsed, info.example_descriptor("my-link"));
+        assert!(
+            info.to_string()
+                .starts_with("link\n    a link\n    {\n      \"name\"")
+        );
     }
 
     #[test]

@@ -119,7 +119,6 @@ impl TcpProxy {
             "connect_timeout": "5s",
             "max_connections": 1024,
             "backlog": 1024,
-            "idle_timeout": "5m",
             "drain_timeout": "10s"
         })
     }
