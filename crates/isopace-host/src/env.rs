@@ -143,8 +143,9 @@ impl Env {
                     .listen(component, instance.generation, addr, backlog)
                     .await
             }
+            // Not started by a host: a registry of its own, so nothing is shared.
             _ => {
-                Listeners::default_arc()
+                Arc::new(Listeners::default())
                     .listen(&Arc::from(""), 0, addr, backlog)
                     .await
             }
@@ -259,6 +260,12 @@ impl Env {
     /// Reports the component's health. [`Health::Unhealthy`] that lasts longer than the
     /// [unhealthy threshold](Env::set_unhealthy_threshold) is the component's failure.
     pub fn set_health(&self, health: Health) {
+        // The reason shows in the status, in logs and in a failure: hide secrets in it.
+        let health = match health {
+            Health::Degraded(reason) => Health::Degraded(self.redact(&reason)),
+            Health::Unhealthy(reason) => Health::Unhealthy(self.redact(&reason)),
+            healthy => healthy,
+        };
         match (&self.instance, &self.live) {
             (Some(instance), _) => instance.set_health(health),
             (None, Some(live)) => {

@@ -371,7 +371,7 @@ impl Host {
             .table
             .statuses()
             .into_iter()
-            .filter(|s| s.critical && !s.ready)
+            .filter(ComponentStatus::blocks_readiness)
             .collect()
     }
 

@@ -201,11 +201,6 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    /// A registry of its own, for an env the host did not start: nothing is shared.
-    pub(crate) fn default_arc() -> Arc<Listeners> {
-        Arc::default()
-    }
-
     /// A listener on `addr` for instance `generation` of `component`: a clone of the socket
     /// an earlier version bound, or a new one.
     pub(crate) async fn listen(

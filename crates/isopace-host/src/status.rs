@@ -113,6 +113,14 @@ pub struct ComponentStatus {
     pub draining: Vec<Draining>,
 }
 
+impl ComponentStatus {
+    /// Whether this component keeps its host from being ready: it is critical and not
+    /// running and ready.
+    pub fn blocks_readiness(&self) -> bool {
+        self.critical && !self.ready
+    }
+}
+
 /// A registered component and the env scoped to it (bound to its current instance once
 /// started).
 pub(crate) struct Slot {

@@ -179,3 +179,38 @@ async fn combined_errors_print_every_cause_and_give_each_through_the_iterator() 
     let names: Vec<&str> = err.component_errors().map(|e| e.component()).collect();
     assert_eq!(names, ["b", "a"]);
 }
+
+/// Reports a health reason that names a secret from its configuration.
+struct Leaky;
+
+#[async_trait]
+impl Component for Leaky {
+    fn name(&self) -> &str {
+        "db"
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        env.set_health(isopace_host::Health::Degraded(
+            "login as admin:hunter22 is slow".into(),
+        ));
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_health_reason_shows_no_secret() {
+    let host = Host::default();
+    host.start().await.unwrap();
+    let redact: isopace_host::Redact = Arc::new(|text: &str| text.replace("hunter22", "${PW}"));
+    host.deploy_with(
+        Box::new(Leaky),
+        isopace_host::Supervision::new().redact(redact),
+    )
+    .await
+    .unwrap();
+    let health = host.status_of("db").unwrap().health;
+    assert_eq!(health.reason(), Some("login as admin:${PW} is slow"));
+    host.stop().await.unwrap();
+}

@@ -105,7 +105,7 @@ impl Readiness {
         let statuses = host.status();
         let not_ready: Vec<ComponentStatus> = statuses
             .iter()
-            .filter(|s| s.critical && !s.ready)
+            .filter(|s| s.blocks_readiness())
             .cloned()
             .collect();
         let not_running: Vec<ComponentStatus> = statuses
