@@ -90,6 +90,10 @@ pub enum ErrorKind {
         /// The file that declares it first and wins.
         first: PathBuf,
     },
+    /// A [preflight check](crate::Registry::register_preflight) of the type found the config
+    /// unfit for this machine (its program does not exist, its address cannot be bound).
+    /// Errors reject the descriptor like any problem; warnings are only reported.
+    Preflight(crate::Severity),
     /// The factory refused to build the component.
     Build,
     /// The component was built but failed to start.

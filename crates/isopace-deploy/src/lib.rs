@@ -7,6 +7,7 @@ mod deployer;
 mod descriptor;
 mod error;
 mod migrate;
+mod preflight;
 mod registry;
 mod scan;
 mod subst;
@@ -19,5 +20,8 @@ pub use deployer::{
 pub use descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 pub use error::{DescriptorError, Error, ErrorKind, Position};
 pub use migrate::{Deprecation, RestartField};
+pub use preflight::{Finding, PreflightContext, Severity, Stage};
 pub use registry::{Registry, TypeInfo};
-pub use scan::{FileState, FileStatus, ScanReport, validate_dir};
+pub use scan::{
+    FileState, FileStatus, ScanReport, ValidateOptions, Validation, validate_dir, validate_dir_with,
+};

@@ -9,6 +9,7 @@ use crate::{
     Deprecation, Descriptor,
     error::{DescriptorError, Error, ErrorKind, json_message, unknown_type},
     migrate::Migration,
+    preflight::{self, Finding, PreflightContext, Severity, Stage},
     subst::Lookup,
 };
 
@@ -17,10 +18,16 @@ type Make = dyn Fn(&Descriptor, Option<&Env>) -> Result<Option<Box<dyn Component
     + Send
     + Sync;
 
+/// Decodes a descriptor's config and runs one preflight check on it.
+type Check = dyn Fn(&Descriptor, &PreflightContext<'_>) -> Result<Vec<Finding>, DescriptorError>
+    + Send
+    + Sync;
+
 struct Entry {
     description: String,
     example: serde_json::Value,
     make: Arc<Make>,
+    preflight: Vec<Arc<Check>>,
 }
 
 /// What `isopace types` prints about one registered type.
@@ -189,6 +196,7 @@ impl Registry {
                 description: description.to_owned(),
                 example,
                 make,
+                preflight: Vec::new(),
             },
         );
         Ok(())
@@ -226,6 +234,138 @@ impl Registry {
     /// Whether a type is registered.
     pub fn contains(&self, type_name: &str) -> bool {
         self.types.contains_key(type_name)
+    }
+
+    /// Adds a preflight check to the registered type `type_name`: it checks a config that
+    /// decodes into `T` (the type's config type) against the machine it is about to run
+    /// on — a program that exists, a directory, an address that can be bound — and says
+    /// what it found, each [`Finding`] naming a field inside the config.
+    ///
+    /// [`validate_dir_with`](crate::validate_dir_with) (`isopace validate`) runs the
+    /// checks at [`Stage::Validate`] and reports every finding; [`build`](Registry::build)
+    /// runs them at [`Stage::Build`], before the factory, and refuses to build on the first
+    /// [error](Severity::Error), with the same message. Warnings are for what may be fine
+    /// when the component really starts (a port that a running daemon holds now): a build
+    /// ignores them, so a check that can only warn returns at once at [`Stage::Build`].
+    /// Several checks of one type run in the order they were registered.
+    ///
+    /// Fails when no type `type_name` is registered.
+    ///
+    /// ```
+    /// use isopace_deploy::{Descriptor, Finding, PreflightContext, Registry, Stage};
+    /// use isopace_host::{async_trait, BoxError, Component, Env};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct ToolConfig { path: std::path::PathBuf }
+    ///
+    /// struct Tool { name: String }
+    ///
+    /// #[async_trait]
+    /// impl Component for Tool {
+    ///     fn name(&self) -> &str { &self.name }
+    ///     async fn start(&mut self, _: &Env) -> Result<(), BoxError> { Ok(()) }
+    ///     async fn stop(&mut self, _: &Env) -> Result<(), BoxError> { Ok(()) }
+    /// }
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.register_typed(
+    ///     "tool",
+    ///     "runs a tool",
+    ///     serde_json::json!({ "path": "/usr/bin/env" }),
+    ///     |name: &str, _: ToolConfig, _: &Env| Ok(Tool { name: name.to_owned() }),
+    /// )?;
+    /// registry.register_preflight("tool", |config: &ToolConfig, _: &PreflightContext<'_>| {
+    ///     match config.path.exists() {
+    ///         true => vec![],
+    ///         false => vec![Finding::error("path", format!("{} does not exist", config.path.display()))],
+    ///     }
+    /// })?;
+    ///
+    /// let text = "{\"name\": \"t\", \"type\": \"tool\",\n \"config\": {\"path\": \"/no/such/tool\"}}";
+    /// let d = Descriptor::parse(text, "t.json")?;
+    /// // The shape is right...
+    /// registry.check(&d)?;
+    /// // ...but the tool is missing.
+    /// let found = registry.preflight(&d, Stage::Validate)?;
+    /// assert_eq!(
+    ///     found[0].to_string(),
+    ///     "t.json:2:21: field `config.path`: /no/such/tool does not exist"
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_preflight<T, F>(&mut self, type_name: &str, check: F) -> Result<(), Error>
+    where
+        T: DeserializeOwned + 'static,
+        F: Fn(&T, &PreflightContext<'_>) -> Vec<Finding> + Send + Sync + 'static,
+    {
+        let Some(entry) = self.types.get_mut(type_name) else {
+            return Err(Error::UnknownType {
+                name: type_name.to_owned(),
+                known: self.types.keys().cloned().collect(),
+            });
+        };
+        let check = move |d: &Descriptor, context: &PreflightContext<'_>| {
+            let config: T = decode(d)?;
+            Ok(check(&config, context))
+        };
+        entry.preflight.push(Arc::new(check));
+        Ok(())
+    }
+
+    /// Runs the [preflight checks](Registry::register_preflight) of the descriptor's type at
+    /// `stage` and returns what they found, in the order they found it: each an error of
+    /// kind [`ErrorKind::Preflight`] with its severity, naming the file, the line:column
+    /// where the file writes the field, and the field (`config.command`). The type's
+    /// migrations apply first, unless they ran on it already.
+    ///
+    /// Fails as [`check`](Registry::check) does when the type is unknown or the config does
+    /// not decode.
+    pub fn preflight(
+        &self,
+        descriptor: &Descriptor,
+        stage: Stage,
+    ) -> Result<Vec<DescriptorError>, DescriptorError> {
+        let entry = self.entry(descriptor)?;
+        let descriptor = self.migrated(descriptor)?;
+        self.run_preflight(entry, &descriptor, stage)
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|e| descriptor.redact_error(e))
+                    .collect()
+            })
+            .map_err(|e| descriptor.redact_error(e))
+    }
+
+    fn run_preflight(
+        &self,
+        entry: &Entry,
+        descriptor: &Descriptor,
+        stage: Stage,
+    ) -> Result<Vec<DescriptorError>, DescriptorError> {
+        let context = PreflightContext {
+            name: &descriptor.name,
+            file: &descriptor.file,
+            stage,
+        };
+        let mut found = Vec::new();
+        for check in &entry.preflight {
+            for finding in check(descriptor, &context)? {
+                if stage == Stage::Build && finding.severity() == Severity::Warning {
+                    continue;
+                }
+                found.push(
+                    DescriptorError::new(
+                        &descriptor.file,
+                        ErrorKind::Preflight(finding.severity()),
+                    )
+                    .at_maybe(preflight::field_at(descriptor, finding.field()))
+                    .field(format!("config.{}", finding.field()))
+                    .message(finding.message()),
+                );
+            }
+        }
+        Ok(found)
     }
 
     /// Registers a migration for descriptors of `type_name`: it moves fields the type
@@ -365,7 +505,9 @@ impl Registry {
     /// Builds the component a descriptor describes. The component must carry the
     /// descriptor's name. The type's [migrations](Registry::register_migration) apply
     /// first, unless they ran on it already (a restart policy they change is the caller's
-    /// to apply: [`migrate`](Registry::migrate) the descriptor before building it).
+    /// to apply: [`migrate`](Registry::migrate) the descriptor before building it). Then
+    /// its [preflight checks](Registry::register_preflight) run: the first error they find
+    /// is the build's, and the factory is not called.
     pub fn build(
         &self,
         descriptor: &Descriptor,
@@ -373,6 +515,14 @@ impl Registry {
     ) -> Result<Box<dyn Component>, DescriptorError> {
         let entry = self.entry(descriptor)?;
         let descriptor = self.migrated(descriptor)?;
+        if let Some(error) = self
+            .run_preflight(entry, &descriptor, Stage::Build)
+            .map_err(|e| descriptor.redact_error(e))?
+            .into_iter()
+            .next()
+        {
+            return Err(descriptor.redact_error(error));
+        }
         let env = env.for_component(&descriptor.name);
         let component = (entry.make)(&descriptor, Some(&env))
             .map_err(|e| descriptor.redact_error(e))?
@@ -493,6 +643,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::{Finding, PreflightContext, Severity, Stage};
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -687,6 +838,161 @@ mod tests {
         let d = d.config(json!({ "port": 9 }));
         let component = registry.build(&d, host.env()).unwrap();
         assert_eq!(component.name(), "a");
+    }
+
+    /// The registry whose `link` has a preflight check: port 7 is "missing" (an error),
+    /// port 8 "busy" (a warning).
+    fn checked() -> Registry {
+        let mut registry = registry();
+        registry
+            .register_preflight(
+                "link",
+                |config: &LinkConfig, context: &PreflightContext<'_>| match config.port {
+                    7 => vec![Finding::error(
+                        "port",
+                        format!("{} has no port 7", context.name()),
+                    )],
+                    8 => vec![Finding::warning("port", "port 8 is busy")],
+                    _ => vec![],
+                },
+            )
+            .unwrap();
+        registry
+    }
+
+    #[tokio::test]
+    async fn a_preflight_error_rejects_the_build_with_the_message_validate_reports() {
+        let mut registry = checked();
+        let text = "{\"name\": \"a\", \"type\": \"link\",\n \"config\": {\"port\": 7}}";
+        let d = Descriptor::parse(text, "a.json").unwrap();
+        registry.check(&d).unwrap();
+        let found = registry.preflight(&d, Stage::Validate).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind(), &ErrorKind::Preflight(Severity::Error));
+        assert_eq!(
+            found[0].to_string(),
+            "a.json:2:21: field `config.port`: a has no port 7"
+        );
+        let host = Host::builder().build();
+        let err = registry.build(&d, host.env()).err().unwrap();
+        assert_eq!(err, found[0]);
+
+        // A warning is reported when validating, and a build does not see it.
+        let d = d.config(json!({ "port": 8 }));
+        let found = registry.preflight(&d, Stage::Validate).unwrap();
+        assert_eq!(found[0].kind(), &ErrorKind::Preflight(Severity::Warning));
+        // Its config set in code: no position rather than a wrong one.
+        assert_eq!(
+            found[0].to_string(),
+            "a.json: field `config.port`: port 8 is busy"
+        );
+        assert!(registry.preflight(&d, Stage::Build).unwrap().is_empty());
+        registry.build(&d, host.env()).unwrap();
+
+        // A config that does not decode fails as `check` does.
+        let d = d.config(json!({ "port": "x" }));
+        assert_eq!(
+            registry.preflight(&d, Stage::Validate).unwrap_err(),
+            registry.check(&d).unwrap_err()
+        );
+        // A type without checks finds nothing; an unregistered one cannot have any.
+        let d = d.config(json!({ "port": 7 }));
+        assert!(
+            self::registry()
+                .preflight(&d, Stage::Validate)
+                .unwrap()
+                .is_empty()
+        );
+        let err = registry
+            .register_preflight("lnik", |_: &LinkConfig, _: &PreflightContext<'_>| vec![])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown component type `lnik`; did you mean `link`?"
+        );
+    }
+
+    #[test]
+    fn a_preflight_message_never_shows_a_substituted_secret() {
+        let mut registry = Registry::new();
+        registry
+            .register(
+                "vault",
+                "a vault",
+                json!({}),
+                |name: &str, _: serde_json::Value, _: &Env| {
+                    Ok(Link {
+                        name: name.to_owned(),
+                        flaky: false,
+                    })
+                },
+            )
+            .unwrap();
+        registry
+            .register_preflight(
+                "vault",
+                |config: &serde_json::Value, _: &PreflightContext<'_>| {
+                    vec![Finding::error(
+                        "dsn",
+                        format!("cannot reach {}", config["dsn"]),
+                    )]
+                },
+            )
+            .unwrap();
+        let text = r#"{"name": "v", "type": "vault", "config": {"dsn": "${DSN}"}}"#;
+        let env = |name: &str| (name == "DSN").then(|| "pg://admin:hunter22@db".to_owned());
+        let d = Descriptor::parse_with_env(text, "v.json", &env).unwrap();
+        let found = registry.preflight(&d, Stage::Validate).unwrap();
+        assert!(!found[0].to_string().contains("hunter22"), "{}", found[0]);
+        assert!(
+            found[0].to_string().ends_with("cannot reach \"${DSN}\""),
+            "{}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn validate_dir_reports_preflight_errors_and_warnings_apart_unless_told_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, port) in [("a.json", 7), ("b.json", 8), ("c.json", 9)] {
+            let text =
+                format!(r#"{{"name": "{file}", "type": "link", "config": {{"port": {port}}}}}"#);
+            std::fs::write(dir.path().join(file), text).unwrap();
+        }
+        let registry = checked();
+        let no_env = |_: &str| None;
+        let found = crate::validate_dir_with(
+            dir.path(),
+            &registry,
+            &no_env,
+            &crate::ValidateOptions::new(),
+        )
+        .unwrap();
+        assert!(!found.is_valid());
+        let said = |errors: &[DescriptorError]| -> Vec<String> {
+            errors
+                .iter()
+                .map(|e| format!("{:?} {}", e.field_path(), e.detail()))
+                .collect()
+        };
+        assert_eq!(
+            said(&found.problems),
+            ["Some(\"config.port\") a.json has no port 7"]
+        );
+        assert_eq!(
+            said(&found.warnings),
+            ["Some(\"config.port\") port 8 is busy"]
+        );
+        assert!(found.problems[0].file().ends_with("a.json"));
+        assert_eq!(
+            crate::validate_dir(dir.path(), &registry, &no_env).unwrap(),
+            found.problems
+        );
+
+        let options = crate::ValidateOptions::new().preflight(false);
+        let found = crate::validate_dir_with(dir.path(), &registry, &no_env, &options).unwrap();
+        assert_eq!(found, crate::Validation::default());
+        assert!(found.is_valid());
     }
 
     /// The registry with a migration of `link`: its deprecated `retries` and `wait` became

@@ -13,7 +13,7 @@ use std::{
 use isopace_host::{Env, Host, Supervision, error_chain};
 
 use crate::{
-    Descriptor, Registry,
+    Descriptor, Registry, Severity, Stage,
     descriptor::{non_utf8_name, read_limited},
     error::{DescriptorError, Error, ErrorKind},
     subst::Lookup,
@@ -615,17 +615,79 @@ fn update_status(
 }
 
 /// Checks a directory the way a scan would, building and starting nothing: every problem
-/// `run` would hit, in file order.
+/// `run` would hit, in file order, including the errors of the types' [preflight
+/// checks](Registry::register_preflight). [`validate_dir_with`] also returns their
+/// warnings, and can leave them out.
 pub fn validate_dir(
     dir: &Path,
     registry: &Registry,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<DescriptorError>, Error> {
+    validate_dir_with(dir, registry, env, &ValidateOptions::new()).map(|v| v.problems)
+}
+
+/// How [`validate_dir_with`] checks a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ValidateOptions {
+    preflight: bool,
+}
+
+impl ValidateOptions {
+    /// Everything on: the descriptors' shape and the types' preflight checks.
+    pub fn new() -> Self {
+        ValidateOptions { preflight: true }
+    }
+
+    /// Whether the types' [preflight checks](Registry::register_preflight) run (default
+    /// yes). Without them, only the descriptors themselves are checked, not the machine
+    /// they would run on: for a CI pipeline that validates descriptors without the programs
+    /// they name.
+    pub fn preflight(mut self, on: bool) -> Self {
+        self.preflight = on;
+        self
+    }
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions::new()
+    }
+}
+
+/// What [`validate_dir_with`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Validation {
+    /// What `run` would reject, in file order: the directory is invalid unless it is empty.
+    pub problems: Vec<DescriptorError>,
+    /// What may not work here and now ([`Severity::Warning`](crate::Severity::Warning)
+    /// findings of the preflight checks, such as an address in use), in file order.
+    pub warnings: Vec<DescriptorError>,
+}
+
+impl Validation {
+    /// Whether there is no problem (warnings aside).
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// [`validate_dir`], with `options`, keeping the warnings apart from the problems.
+///
+/// A file's preflight checks run once it passed every other check; each of their errors is
+/// a problem, each warning a warning.
+pub fn validate_dir_with(
+    dir: &Path,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+    options: &ValidateOptions,
+) -> Result<Validation, Error> {
     let mut listed = BTreeMap::new();
     list(dir, |file_name, path, meta| {
         listed.insert(file_name, (path, meta));
     })?;
-    let mut problems = Vec::new();
+    let mut found = Validation::default();
     let mut claims: HashMap<String, PathBuf> = HashMap::new();
     for (file_name, (path, meta)) in listed {
         let parsed = match meta {
@@ -636,7 +698,7 @@ pub fn validate_dir(
         let descriptor = match parsed {
             Ok(d) => d,
             Err(e) => {
-                problems.push(e);
+                found.problems.push(e);
                 continue;
             }
         };
@@ -644,15 +706,31 @@ pub fn validate_dir(
             continue;
         }
         if let Some(first) = claims.get(&descriptor.name) {
-            problems.push(duplicate(&path, &descriptor.name, first));
+            found
+                .problems
+                .push(duplicate(&path, &descriptor.name, first));
             continue;
         }
         claims.insert(descriptor.name.clone(), path.clone());
-        if let Err(e) = registry.check(&descriptor) {
-            problems.push(e);
+        let checked = registry
+            .check(&descriptor)
+            .and_then(|()| match options.preflight {
+                true => registry.preflight(&descriptor, Stage::Validate),
+                false => Ok(Vec::new()),
+            });
+        match checked {
+            Err(e) => found.problems.push(e),
+            Ok(findings) => {
+                for finding in findings {
+                    match finding.kind() {
+                        ErrorKind::Preflight(Severity::Warning) => found.warnings.push(finding),
+                        _ => found.problems.push(finding),
+                    }
+                }
+            }
         }
     }
-    Ok(problems)
+    Ok(found)
 }
 
 #[cfg(test)]
