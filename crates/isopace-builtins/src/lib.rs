@@ -13,6 +13,8 @@
 //!   interval.
 //! - `tcp-proxy`: the [`tcp_proxy`] module, a TCP relay (with `splice(2)` on Linux).
 //! - `exec`: the [`exec`] module, a supervised child process.
+//! - `daemon`: the [`daemon`] module, for the daemon around a host rather than a component:
+//!   Unix signals and systemd's service protocol (readiness, reloads, status, watchdog).
 //!
 //! [`register_all`] and the [`limits`] module are always there.
 //!
@@ -29,6 +31,8 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 mod de;
 #[cfg(feature = "exec")]
 pub mod exec;

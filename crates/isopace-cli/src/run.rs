@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use isopace_builtins::{
     admin::Readiness,
+    daemon::{Received, Signals, Systemd},
     exec::{self, ChildSupervisor},
 };
 use isopace_config::{Config, ConfigWatcher};
 use isopace_deploy::{Deployer, DeployerHandle};
 use isopace_host::{Host, State, error_chain};
 use isopace_observe::{
-    FanoutObserver, LogFormat, LogHandle, LogOptions, MetricsRegistry, TracingObserver, attr,
-    parse_level,
+    FanoutObserver, FilterOrigin, FilterSources, LogFormat, LogHandle, LogOptions, MetricsRegistry,
+    TracingObserver, attr, parse_level,
 };
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK,
@@ -48,18 +49,22 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
             return EXIT_INVALID_CONFIG;
         }
     };
-    let level = args
-        .log_level
-        .or_else(|| configured_level(&config))
-        .unwrap_or(tracing::Level::INFO);
+    let (filter, origin) = FilterSources {
+        flag_level: args.log_level,
+        flag_filter: args.log_filter.clone(),
+        config_level: configured_level(&config),
+        ..FilterSources::default()
+    }
+    .with_rust_log_from_env()
+    .resolve();
     let log = match (LogOptions {
-        level,
+        level: filter.level,
         format: match args.log_format {
             Format::Text => LogFormat::Text,
             Format::Json => LogFormat::Json,
         },
         source: false,
-        directives: None,
+        directives: filter.directives,
     })
     .init()
     {
@@ -100,7 +105,7 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         host.register(watcher)
             .expect("a new host takes its first registration");
     }
-    follow_log_level(&config, log);
+    follow_log_level(&config, log, origin);
 
     let deployer = Deployer::builder(&host, Arc::new(app.registry), &args.deploy)
         .scan_interval(args.scan_interval)
@@ -140,11 +145,13 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         return EXIT_FAILURE;
     }
     tokio::spawn(readiness.track());
+    let systemd = Systemd::from_env();
     tokio::spawn({
-        let deployments = deployments.clone();
+        let (deployments, host, systemd) = (deployments.clone(), host.clone(), systemd.clone());
         async move {
             deployments.wait_initial_scan().await;
-            notify_systemd(Notify::Ready);
+            systemd.ready();
+            systemd.follow(&host);
             tracing::info!("ready: initial deploy finished");
         }
     });
@@ -156,12 +163,17 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
             received = signals.next() => match received {
                 Received::Hangup => {
                     tracing::info!("SIGHUP: reloading the config, rescanning the deploy directory, retrying failed components");
+                    let reload = systemd.reloading();
                     if config.path().is_some()
                         && let Err(e) = config.reload()
                     {
                         tracing::error!(error = %error_chain(&e), "config reload failed; keeping the old values");
                     }
-                    tokio::spawn(rescan_and_retry(host.clone(), deployments.clone()));
+                    let (host, deployments) = (host.clone(), deployments.clone());
+                    tokio::spawn(async move {
+                        rescan_and_retry(host, deployments).await;
+                        reload.done();
+                    });
                 }
                 stop => {
                     tracing::info!(signal = stop.name(), "shutdown requested");
@@ -174,7 +186,7 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
             }
         }
     };
-    notify_systemd(Notify::Stopping);
+    systemd.stopping();
     tracing::info!(
         timeout = ?args.shutdown_timeout,
         "shutting down: stopping components in reverse order"
@@ -293,16 +305,22 @@ fn configured_level(config: &Config) -> Option<tracing::Level> {
     parse_level(text).ok()
 }
 
-/// Applies `logging.level` from every successful reload (file watcher or SIGHUP).
-fn follow_log_level(config: &Config, log: LogHandle) {
+/// Applies `logging.level` from every successful reload (file watcher or SIGHUP), unless
+/// the level came from higher up (`origin`): then each new value is logged once, as ignored.
+fn follow_log_level(config: &Config, log: LogHandle, origin: FilterOrigin) {
     let mut reloads = config.subscribe();
     let config = config.clone();
+    let mut seen = configured_level(&config);
     tokio::spawn(async move {
         while reloads.changed().await.is_ok() {
             let Some(level) = configured_level(&config) else {
                 continue;
             };
-            if level != log.level() {
+            if !origin.config_applies() {
+                if seen.replace(level) != Some(level) {
+                    tracing::warn!(%level, "the config's logging.level changed; ignored, since the log filter comes from {origin}");
+                }
+            } else if level != log.level() {
                 match log.set_level(level) {
                     Ok(()) => tracing::info!(%level, "log level changed by the config"),
                     Err(e) => tracing::error!(error = %e, "cannot change the log level"),
@@ -310,74 +328,4 @@ fn follow_log_level(config: &Config, log: LogHandle) {
             }
         }
     });
-}
-
-enum Received {
-    Interrupt,
-    Terminate,
-    Hangup,
-}
-
-impl Received {
-    fn name(&self) -> &'static str {
-        match self {
-            Received::Interrupt => "SIGINT",
-            Received::Terminate => "SIGTERM",
-            Received::Hangup => "SIGHUP",
-        }
-    }
-
-    /// The conventional exit code for dying of this signal (128 + its number).
-    fn forced_exit_code(&self) -> Option<i32> {
-        match self {
-            Received::Interrupt => Some(130),
-            Received::Terminate => Some(143),
-            Received::Hangup => None,
-        }
-    }
-}
-
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn next(&mut self) -> Received {
-        tokio::select! {
-            _ = self.interrupt.recv() => Received::Interrupt,
-            _ = self.terminate.recv() => Received::Terminate,
-            _ = self.hangup.recv() => Received::Hangup,
-        }
-    }
-}
-
-enum Notify {
-    Ready,
-    Stopping,
-}
-
-/// Tells systemd (when `NOTIFY_SOCKET` is set) that startup finished or shutdown began.
-fn notify_systemd(state: Notify) {
-    #[cfg(target_os = "linux")]
-    {
-        let state = match state {
-            Notify::Ready => sd_notify::NotifyState::Ready,
-            Notify::Stopping => sd_notify::NotifyState::Stopping,
-        };
-        if let Err(e) = sd_notify::notify(&[state]) {
-            tracing::warn!(error = %e, "cannot notify systemd");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = state;
 }

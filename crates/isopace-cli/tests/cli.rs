@@ -689,3 +689,81 @@ fn stalled_admin_clients_under_a_low_open_file_limit_never_starve_a_deploy() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
 }
+
+/// A heartbeat that logs `message` at info every 50 ms, in a new deploy directory.
+fn ticking(dir: &Path, message: &str) -> std::path::PathBuf {
+    let deploy = dir.join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    fs::write(
+        deploy.join("beat.json"),
+        format!(r#"{{"name": "beat", "type": "heartbeat", "config": {{"interval": "50ms", "message": "{message}"}}}}"#),
+    )
+    .unwrap();
+    deploy
+}
+
+#[test]
+fn the_log_filter_comes_from_the_flags_then_rust_log_then_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = ticking(dir.path(), "tick-tock");
+    let config = dir.path().join("isopace.json");
+    fs::write(&config, r#"{"logging": {"level": "error"}}"#).unwrap();
+    let config = config.to_str().unwrap();
+    let cases: &[(&[&str], &[(&str, &str)])] = &[
+        // RUST_LOG beats the config file.
+        (&["--config", config], &[("RUST_LOG", "info")]),
+        // --log-filter beats RUST_LOG, and so does its variable.
+        (
+            &["--log-filter", "warn,isopace_builtins=info"],
+            &[("RUST_LOG", "error")],
+        ),
+        (
+            &[],
+            &[("RUST_LOG", "error"), ("ISOPACE_LOG_FILTER", "info")],
+        ),
+        // --log-level beats RUST_LOG.
+        (&["--log-level", "info"], &[("RUST_LOG", "off")]),
+    ];
+    for (args, env) in cases {
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut daemon = Daemon::start(&deploy, args, &env);
+        wait_until(&format!("info lines with {args:?} {env:?}"), || {
+            daemon.log_has("tick-tock")
+        });
+        daemon.signal("TERM");
+        daemon.wait();
+    }
+}
+
+#[test]
+fn a_config_level_under_a_flag_is_ignored_and_said_once_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = ticking(dir.path(), "tick-tock");
+    let config = dir.path().join("isopace.json");
+    fs::write(&config, r#"{"logging": {"level": "warn"}}"#).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let args = [
+        "--config",
+        config_arg,
+        "--log-filter",
+        "warn,isopace_cli=info",
+    ];
+    let mut daemon = Daemon::start(&deploy, &args, &[]);
+    let ignored = |daemon: &Daemon| {
+        daemon
+            .log()
+            .iter()
+            .filter(|l| l.contains("logging.level changed; ignored"))
+            .count()
+    };
+    wait_until("ready", || daemon.log_has("ready: initial deploy finished"));
+    write_atomically(&config, r#"{"logging": {"level": "debug"}}"#);
+    wait_until("the first change said", || ignored(&daemon) == 1);
+    write_atomically(&config, r#"{"logging": {"level": "debug"}, "other": 1}"#);
+    write_atomically(&config, r#"{"logging": {"level": "info"}}"#);
+    wait_until("the second change said", || ignored(&daemon) == 2);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait().code(), Some(0));
+    assert_eq!(ignored(&daemon), 2, "{}", daemon.log().join("\n"));
+    assert!(!daemon.log_has("tick-tock"), "{}", daemon.log().join("\n"));
+}

@@ -67,6 +67,7 @@ mod error;
 mod error_chain;
 mod facade;
 mod fanout;
+mod filter_source;
 mod logging;
 mod metrics;
 mod tracing_observer;
@@ -78,6 +79,7 @@ pub use facade::{
     NopObserver, Observer, Span, SpanBackend, attr,
 };
 pub use fanout::FanoutObserver;
+pub use filter_source::{FilterOrigin, FilterSources, ResolvedFilter};
 pub use logging::{LogFormat, LogHandle, LogOptions, parse_level};
 pub use metrics::{DEFAULT_BUCKETS, MetricsRegistry, MetricsRegistryBuilder};
 pub use tracing_observer::{METRICS_TARGET, SPAN_TARGET, TracingObserver};
