@@ -1,5 +1,10 @@
-//! `cargo xtask bench`: runs every criterion benchmark and writes BENCHMARKS.md, each speed
-//! target beside the baseline measured in the same run.
+//! `cargo xtask bench`: runs every criterion benchmark and the measurements through the
+//! release `isopace` binary, and writes BENCHMARKS.md, each speed target beside the baseline
+//! measured in the same run.
+
+mod binary;
+mod redeploy;
+mod short_connections;
 
 use std::{
     fmt::Write as _,
@@ -23,6 +28,10 @@ enum Rule {
     ThroughputAtLeast(f64),
     /// A value in milliseconds from an extra record, at most this much.
     AtMostMs(f64),
+    /// A count from an extra record, at most this many.
+    CountAtMost(f64),
+    /// A rate per second from an extra record, at least this many times the baseline's.
+    RateAtLeast(f64),
 }
 
 struct Target {
@@ -119,6 +128,26 @@ const TARGETS: &[Target] = &[
         rule: Rule::AtMostMs(10.0),
     },
     Target {
+        what: "deploy: atomic rename to new instance running, through the `isopace` binary, p95",
+        measured: "extra:redeploy_binary:p95_ms",
+        baseline: None,
+        rule: Rule::AtMostMs(10.0),
+    },
+    Target {
+        what: "tcp-proxy: system calls per short connection, all threads (strace, 1 000 \
+               connections), vs haproxy's",
+        measured: "extra:short_connections:syscalls_per_connection",
+        baseline: Some("extra:short_connections:haproxy_syscalls_per_connection"),
+        rule: Rule::CountAtMost(25.0),
+    },
+    Target {
+        what: "tcp-proxy: short connections/s through the `isopace` binary vs haproxy (`mode \
+               tcp`, `nbthread 1`), same client and upstream",
+        measured: "extra:short_connections:connections_per_second",
+        baseline: Some("extra:short_connections:haproxy_connections_per_second"),
+        rule: Rule::RateAtLeast(1.1),
+    },
+    Target {
         what: "tcp-proxy: throughput through the proxy vs direct (16 MiB echo), system \
                congestion control",
         measured: "tcp_proxy/throughput/proxied",
@@ -133,7 +162,24 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// With this argument, `cargo xtask bench` runs only the measurements through the binary
+/// and prints their rows, leaving BENCHMARKS.md alone.
+const BINARY_ONLY: &str = "--binary-only";
+
+/// The extra records written by the measurements through the binary.
+const THROUGH_BINARY: &[&str] = &["redeploy_binary", "short_connections"];
+
 pub(crate) fn run(root: &Path, extra_args: &[String]) -> Result<(), String> {
+    let target = target_dir(root);
+    if extra_args.iter().any(|a| a == BINARY_ONLY) {
+        through_binary(root, &target)?;
+        for t in TARGETS.iter().filter(|t| {
+            extra_record(t.measured).is_some_and(|(file, _)| THROUGH_BINARY.contains(&file))
+        }) {
+            println!("{}", row(&target, t).0);
+        }
+        return Ok(());
+    }
     // Each criterion bench by name: `--benches` would also hand criterion's flags to the
     // libraries' own test harnesses, which reject them.
     for (package, bench) in bench_targets(root)? {
@@ -149,12 +195,26 @@ pub(crate) fn run(root: &Path, extra_args: &[String]) -> Result<(), String> {
             return Err(format!("bench {package}/{bench} failed ({status})"));
         }
     }
-    let target = target_dir(root);
+    if let Err(e) = through_binary(root, &target) {
+        // The criterion results are still worth a report; these rows say "not measured".
+        eprintln!("xtask bench: a measurement through the binary failed: {e}");
+    }
     let report = report(&target)?;
     let path = root.join("BENCHMARKS.md");
     fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Builds the release binary and runs the measurements through it. Their earlier records
+/// are removed first, so a failed one is not reported from an older run.
+fn through_binary(root: &Path, target: &Path) -> Result<(), String> {
+    for name in THROUGH_BINARY {
+        let _ = fs::remove_file(target.join("isopace-bench").join(format!("{name}.json")));
+    }
+    let isopace = binary::build_isopace(root)?;
+    redeploy::run(&isopace, target)?;
+    short_connections::run(&isopace, target)
 }
 
 /// Every `[[bench]]` target of the workspace's packages, as (package, bench).
@@ -206,20 +266,34 @@ fn criterion_mean_ns(target: &Path, id: &str) -> Option<f64> {
     })
 }
 
-fn extra(target: &Path, id: &str) -> Option<f64> {
-    let mut parts = id.strip_prefix("extra:")?.splitn(2, ':');
-    let (file, field) = (parts.next()?, parts.next()?);
+/// The record file and field of an `extra:<file>:<field>` id.
+fn extra_record(id: &str) -> Option<(&str, &str)> {
+    id.strip_prefix("extra:")?.split_once(':')
+}
+
+/// A field of an extra record, `target/isopace-bench/<file>.json`.
+fn extra_field(target: &Path, id: &str) -> Option<Value> {
+    let (file, field) = extra_record(id)?;
     let text =
         fs::read_to_string(target.join("isopace-bench").join(format!("{file}.json"))).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?[field].as_f64()
+    serde_json::from_str::<Value>(&text)
+        .ok()?
+        .get(field)
+        .cloned()
 }
 
 fn value(target: &Path, id: &str) -> Option<f64> {
     if id.starts_with("extra:") {
-        extra(target, id)
+        extra_field(target, id)?.as_f64()
     } else {
         criterion_mean_ns(target, id)
     }
+}
+
+/// Why an extra record's field was not measured: a record says so with a string in place of
+/// the number (say, "haproxy not installed").
+fn unmeasured_because(target: &Path, id: &str) -> Option<String> {
+    extra_field(target, id)?.as_str().map(str::to_owned)
 }
 
 fn human_ns(ns: f64) -> String {
@@ -234,13 +308,133 @@ fn human_ns(ns: f64) -> String {
     }
 }
 
+/// How a row counts in the report's tally.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Met,
+    Missed,
+    /// Measured only where a tool is installed that is not here; not counted either way.
+    NotHere(String),
+}
+
+impl Rule {
+    /// Whether the goal is judged against the baseline, so cannot be without it.
+    fn needs_baseline(&self) -> bool {
+        matches!(
+            self,
+            Rule::FasterBy(_)
+                | Rule::ScalesWithin(_)
+                | Rule::ThroughputAtLeast(_)
+                | Rule::RateAtLeast(_)
+        )
+    }
+
+    fn show(&self, value: f64) -> String {
+        match self {
+            Rule::AtMostMs(_) => format!("{value:.1} ms"),
+            Rule::CountAtMost(_) => format!("{value:.1}"),
+            Rule::RateAtLeast(_) => format!("{value:.0}/s"),
+            _ => human_ns(value),
+        }
+    }
+}
+
+/// One row of the table, and how it counts.
+fn row(target: &Path, t: &Target) -> (String, Verdict) {
+    let Some(measured) = value(target, t.measured) else {
+        return match unmeasured_because(target, t.measured) {
+            Some(reason) => (
+                format!("| {} | not measured: {reason} | | | | — |", t.what),
+                Verdict::NotHere(reason),
+            ),
+            None => (
+                format!("| {} | not measured | | | | no |", t.what),
+                Verdict::Missed,
+            ),
+        };
+    };
+    let baseline = t.baseline.and_then(|b| value(target, b));
+    let (goal, ratio, met) = match t.rule {
+        Rule::AtMostNs(limit) => (
+            format!("≤ {}", human_ns(limit)),
+            baseline.map(|b| format!("{:.2}x the baseline", measured / b)),
+            measured <= limit,
+        ),
+        Rule::AtMostMs(limit) => (format!("≤ {limit} ms"), None, measured <= limit),
+        Rule::CountAtMost(limit) => (
+            format!("≤ {limit}"),
+            baseline.map(|b| format!("{:.2}x the baseline", measured / b)),
+            measured <= limit,
+        ),
+        Rule::FasterBy(factor) => {
+            let r = baseline.map(|b| b / measured);
+            (
+                format!("≥ {factor}x faster"),
+                r.map(|r| format!("{r:.2}x faster")),
+                r.is_some_and(|r| r >= factor),
+            )
+        }
+        Rule::ScalesWithin(factor) => {
+            let r = baseline.map(|b| measured / b);
+            (
+                format!("≤ {factor}x"),
+                r.map(|r| format!("{r:.2}x")),
+                r.is_some_and(|r| r <= factor),
+            )
+        }
+        Rule::ThroughputAtLeast(fraction) => {
+            let r = baseline.map(|b| b / measured);
+            (
+                format!("≥ {:.0}% of the baseline", fraction * 100.0),
+                r.map(|r| format!("{:.0}%", r * 100.0)),
+                r.is_some_and(|r| r >= fraction),
+            )
+        }
+        Rule::RateAtLeast(factor) => {
+            let r = baseline.map(|b| measured / b);
+            (
+                format!("≥ {factor}x the baseline"),
+                r.map(|r| format!("{r:.2}x")),
+                r.is_some_and(|r| r >= factor),
+            )
+        }
+    };
+    let baseline_not_here = match baseline {
+        None => t.baseline.and_then(|b| unmeasured_because(target, b)),
+        Some(_) => None,
+    };
+    let shown_baseline = match (baseline, &baseline_not_here) {
+        (Some(b), _) => t.rule.show(b),
+        (None, Some(reason)) => format!("not measured: {reason}"),
+        (None, None) => "—".to_owned(),
+    };
+    let verdict = match baseline_not_here {
+        _ if met => Verdict::Met,
+        Some(reason) if t.rule.needs_baseline() => Verdict::NotHere(reason),
+        _ => Verdict::Missed,
+    };
+    let line = format!(
+        "| {} | {} | {shown_baseline} | {} | {goal} | {} |",
+        t.what,
+        t.rule.show(measured),
+        ratio.unwrap_or_else(|| "—".to_owned()),
+        match verdict {
+            Verdict::Met => "yes",
+            Verdict::Missed => "**no**",
+            Verdict::NotHere(_) => "—",
+        }
+    );
+    (line, verdict)
+}
+
 fn report(target: &Path) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
         "Written by `cargo xtask bench`: every criterion benchmark of the workspace, run with \
-         `--warm-up-time 1 --measurement-time 3`. Each baseline is measured in the same run as \
+         `--warm-up-time 1 --measurement-time 3`, then the measurements through the release \
+         `isopace` binary (xtask/src/bench/). Each baseline is measured in the same run as \
          what it is compared with. Times are criterion's mean estimates.\n"
     );
     let _ = writeln!(out, "{}", machine());
@@ -249,84 +443,31 @@ fn report(target: &Path) -> Result<String, String> {
         "| target | measured | baseline (same run) | ratio | goal | met |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let mut missing = Vec::new();
-    let mut failed = 0;
+    let (mut met, mut counted) = (0, 0);
+    let (mut missing, mut not_here) = (Vec::new(), Vec::new());
     for t in TARGETS {
-        let Some(measured) = value(target, t.measured) else {
-            missing.push(t.measured);
-            let _ = writeln!(out, "| {} | not measured | | | | no |", t.what);
-            failed += 1;
-            continue;
-        };
-        let baseline = t.baseline.and_then(|b| value(target, b));
-        let (shown, goal, ratio, met) = match t.rule {
-            Rule::AtMostNs(limit) => (
-                human_ns(measured),
-                format!("≤ {}", human_ns(limit)),
-                baseline.map(|b| format!("{:.2}x the baseline", measured / b)),
-                measured <= limit,
-            ),
-            Rule::AtMostMs(limit) => (
-                format!("{measured:.1} ms"),
-                format!("≤ {limit} ms"),
-                None,
-                measured <= limit,
-            ),
-            Rule::FasterBy(factor) => {
-                let r = baseline.map(|b| b / measured);
-                (
-                    human_ns(measured),
-                    format!("≥ {factor}x faster"),
-                    r.map(|r| format!("{r:.2}x faster")),
-                    r.is_some_and(|r| r >= factor),
-                )
-            }
-            Rule::ScalesWithin(factor) => {
-                let r = baseline.map(|b| measured / b);
-                (
-                    human_ns(measured),
-                    format!("≤ {factor}x"),
-                    r.map(|r| format!("{r:.2}x")),
-                    r.is_some_and(|r| r <= factor),
-                )
-            }
-            Rule::ThroughputAtLeast(fraction) => {
-                let r = baseline.map(|b| b / measured);
-                (
-                    human_ns(measured),
-                    format!("≥ {:.0}% of the baseline", fraction * 100.0),
-                    r.map(|r| format!("{:.0}%", r * 100.0)),
-                    r.is_some_and(|r| r >= fraction),
-                )
-            }
-        };
-        let baseline = baseline.map_or_else(
-            || "—".to_owned(),
-            |b| {
-                if matches!(t.rule, Rule::AtMostMs(_)) {
-                    format!("{b:.1} ms")
-                } else {
-                    human_ns(b)
-                }
-            },
-        );
-        if !met {
-            failed += 1;
+        let (line, verdict) = row(target, t);
+        let _ = writeln!(out, "{line}");
+        match verdict {
+            Verdict::Met => (met, counted) = (met + 1, counted + 1),
+            Verdict::Missed => counted += 1,
+            Verdict::NotHere(reason) => not_here.push(reason),
         }
-        let _ = writeln!(
+        if value(target, t.measured).is_none() {
+            missing.push(t.measured);
+        }
+    }
+    let _ = write!(out, "\n{met} of {counted} targets met.");
+    if !not_here.is_empty() {
+        not_here.dedup();
+        let _ = write!(
             out,
-            "| {} | {shown} | {baseline} | {} | {goal} | {} |",
-            t.what,
-            ratio.unwrap_or_else(|| "—".to_owned()),
-            if met { "yes" } else { "**no**" }
+            " Not measured here, so not counted: {} ({}).",
+            TARGETS.len() - counted,
+            not_here.join("; ")
         );
     }
-    let _ = writeln!(
-        out,
-        "\n{} of {} targets met.",
-        TARGETS.len() - failed,
-        TARGETS.len()
-    );
+    let _ = writeln!(out);
     if !missing.is_empty() {
         eprintln!("xtask bench: no measurement for {}", missing.join(", "));
     }
@@ -417,6 +558,63 @@ mod tests {
                 "{package}/{bench} missing from {benches:?}"
             );
         }
+    }
+
+    #[test]
+    fn judges_counts_and_rates_and_leaves_out_what_needs_a_missing_tool() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-rows-{}", std::process::id()));
+        fs::create_dir_all(dir.join("isopace-bench")).unwrap();
+        let target = |measured: &str| {
+            TARGETS
+                .iter()
+                .find(|t| t.measured == measured)
+                .expect("a target")
+        };
+        let syscalls = target("extra:short_connections:syscalls_per_connection");
+        let rate = target("extra:short_connections:connections_per_second");
+        let rows = |record: &str| {
+            fs::write(dir.join("isopace-bench/short_connections.json"), record).unwrap();
+            (row(&dir, syscalls), row(&dir, rate))
+        };
+
+        let ((count, counted), (per_second, compared)) = rows(
+            r#"{"syscalls_per_connection": 24.5, "haproxy_syscalls_per_connection": 25,
+                "connections_per_second": 8000, "haproxy_connections_per_second": 7000}"#,
+        );
+        let not_installed = rows(
+            r#"{"syscalls_per_connection": 26, "haproxy_syscalls_per_connection": "haproxy not installed",
+                "connections_per_second": 8000, "haproxy_connections_per_second": "haproxy not installed"}"#,
+        );
+        let ((slower, _), (_, missed)) = rows(
+            r#"{"syscalls_per_connection": "strace not installed",
+                "connections_per_second": 7000, "haproxy_connections_per_second": 7000}"#,
+        );
+        fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(counted, Verdict::Met);
+        assert!(
+            count.ends_with("| 24.5 | 25.0 | 0.98x the baseline | ≤ 25 | yes |"),
+            "{count}"
+        );
+        assert_eq!(compared, Verdict::Met);
+        assert!(per_second.ends_with("| 8000/s | 7000/s | 1.14x | ≥ 1.1x the baseline | yes |"));
+        let ((count, counted), (per_second, compared)) = not_installed;
+        assert_eq!(
+            counted,
+            Verdict::Missed,
+            "a count is judged without its baseline"
+        );
+        assert!(
+            count.ends_with("| 26.0 | not measured: haproxy not installed | — | ≤ 25 | **no** |")
+        );
+        let haproxy = Verdict::NotHere("haproxy not installed".to_owned());
+        assert_eq!(compared, haproxy);
+        assert!(per_second.contains("| 8000/s | not measured: haproxy not installed | — |"));
+        assert!(
+            slower.contains("| not measured: strace not installed |"),
+            "{slower}"
+        );
+        assert_eq!(missed, Verdict::Missed);
     }
 
     #[test]
