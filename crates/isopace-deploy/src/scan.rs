@@ -396,6 +396,33 @@ impl ScanState {
                 .collect()
         };
 
+        // A file renamed with its component's name kept: the new file takes the running
+        // component over, so a rename is no undeploy and deploy. Its content decides the
+        // rest, as for any file: unchanged, or a redeploy.
+        let mut removed = removed;
+        for gone in &mut removed {
+            let Some(running) = &gone.running else {
+                continue;
+            };
+            let heir = self.records.values_mut().zip(&wants).find(|(record, want)| {
+                matches!(want, Want::Parsed)
+                    && record.running.is_none()
+                    && record
+                        .parsed
+                        .as_ref()
+                        .is_ok_and(|d| d.name == running.name)
+            });
+            if let Some((heir, _)) = heir {
+                let parsed = heir.parsed.as_ref().expect("matched as parsed");
+                heir.running = if running.same_as(parsed) {
+                    Some(parsed.clone())
+                } else {
+                    gone.running.take()
+                };
+                gone.running = None;
+            }
+        }
+
         // Undeploy first, in reverse file order: removed files, then files whose component
         // is disabled, renamed or lost to an earlier file.
         for record in removed.iter().rev() {

@@ -675,3 +675,34 @@ async fn a_file_still_being_written_is_neither_deployed_nor_reported() {
     );
     host.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rename_that_keeps_the_name_keeps_the_component_or_redeploys_it() {
+    let f = Fixture::new().await;
+    f.write("a.json", &probe("alpha", json!({"tag": "v1"})));
+    f.scan().await;
+    assert_eq!(f.events(), ["alpha:start"]);
+
+    // The same content under another file name: nothing stops, nothing starts.
+    let dir = f.dir.path();
+    fs::rename(dir.join("a.json"), dir.join("b.json")).unwrap();
+    let report = f.scan().await;
+    assert!(report.is_quiet(), "{report:?}");
+    assert_eq!(report.unchanged, ["alpha"]);
+    assert!(f.events().is_empty());
+    let files: Vec<_> = f.deployer.status().into_iter().map(|s| s.file).collect();
+    assert_eq!(files, [dir.join("b.json")]);
+
+    // Renamed and changed in one scan: a redeploy, not an undeploy and a deploy.
+    f.remove("b.json");
+    f.write("c.json", &probe("alpha", json!({"tag": "v2"})));
+    let report = f.scan().await;
+    assert_eq!(report.redeployed, ["alpha"], "{report:?}");
+    assert!(report.deployed.is_empty() && report.undeployed.is_empty(), "{report:?}");
+    assert_eq!(f.events(), ["alpha:stop", "alpha:start"]);
+    assert_eq!(f.host.status_of("alpha").unwrap().state, State::Running);
+
+    // Removing the file that has it now undeploys it.
+    f.remove("c.json");
+    assert_eq!(f.scan().await.undeployed, ["alpha"]);
+}
