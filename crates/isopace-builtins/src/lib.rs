@@ -39,6 +39,8 @@ pub mod exec;
 #[cfg(feature = "heartbeat")]
 pub mod heartbeat;
 pub mod limits;
+#[cfg(any(feature = "admin", feature = "tcp-proxy", feature = "exec"))]
+mod preflight;
 #[cfg(feature = "tcp-proxy")]
 pub mod tcp_proxy;
 

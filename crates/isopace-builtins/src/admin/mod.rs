@@ -263,6 +263,12 @@ pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Er
         "HTTP endpoint: /healthz, /readyz, /metrics, /components, /deployments",
         Admin::example(),
         |name: &str, config: AdminConfig, _env: &Env| Ok(Admin::new(name, config)),
+    )?;
+    registry.register_preflight(
+        "admin",
+        |config: &AdminConfig, context: &isopace_deploy::PreflightContext<'_>| {
+            crate::preflight::listen("listen", &config.listen, context)
+        },
     )
 }
 

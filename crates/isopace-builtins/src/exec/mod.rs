@@ -321,6 +321,7 @@ pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Er
         Exec::example(),
         |name: &str, config: ExecConfig, _env: &Env| Exec::new(name, config),
     )?;
+    registry.register_preflight("exec", config::preflight)?;
     registry.register_migration("exec", legacy::migrate);
     Ok(())
 }

@@ -210,5 +210,11 @@ pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Er
         "relays each TCP connection on `listen` to a fresh connection to `upstream`",
         TcpProxy::example(),
         |name: &str, config: TcpProxyConfig, _env: &Env| TcpProxy::new(name, config),
+    )?;
+    registry.register_preflight(
+        "tcp-proxy",
+        |config: &TcpProxyConfig, context: &isopace_deploy::PreflightContext<'_>| {
+            crate::preflight::listen("listen", &config.listen, context)
+        },
     )
 }
