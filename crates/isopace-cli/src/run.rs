@@ -8,13 +8,12 @@ use isopace_builtins::{
     exec::{self, ChildSupervisor},
 };
 use isopace_config::{Config, ConfigWatcher};
-use isopace_deploy::{Deployer, DeployerHandle};
-use isopace_host::{Host, State, error_chain};
+use isopace_deploy::Deployer;
+use isopace_host::{Host, error_chain};
 use isopace_observe::{
     FanoutObserver, FilterOrigin, FilterSources, LogFormat, LogHandle, LogOptions, MetricsRegistry,
     TracingObserver, attr, parse_level,
 };
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     App, EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK,
@@ -83,9 +82,17 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         tracing::error!(dir = %args.deploy.display(), "the deploy directory does not exist or is not a directory");
         return EXIT_INVALID_CONFIG;
     }
-    let Some(children) = supervise_children(&args, &app.identity.name).await else {
-        return EXIT_FAILURE;
-    };
+    let cgroups = args.exec_cgroups == Cgroups::Auto;
+    let children =
+        match ChildSupervisor::for_daemon(&app.identity.name, args.state_dir.as_deref(), cgroups)
+            .await
+        {
+            Ok(children) => children,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot supervise exec children");
+                return EXIT_FAILURE;
+            }
+        };
 
     let metrics = MetricsRegistry::builder().process_metrics(true).build();
     let version = attr("version", &app.identity.version);
@@ -95,6 +102,12 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         &[version],
     );
     let observer = FanoutObserver::new(vec![Arc::new(TracingObserver), Arc::new(metrics.clone())]);
+    #[cfg(feature = "otel")]
+    let Ok((observer, otlp)) = isopace_otel::otlp::from_env(&app.identity.name, observer)
+        .inspect_err(|e| tracing::error!(error = %error_chain(e), "cannot export over OTLP"))
+    else {
+        return EXIT_INVALID_CONFIG;
+    };
     let host = Host::builder()
         .config(config.clone())
         .observer(Arc::new(observer))
@@ -156,7 +169,12 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
         }
     });
 
-    let escalation = critical_failure(&host, args.exit_on_critical_failure);
+    let escalation = async {
+        match args.exit_on_critical_failure {
+            true => host.critical_failure().await,
+            false => std::future::pending().await,
+        }
+    };
     tokio::pin!(escalation);
     let escalated = loop {
         tokio::select! {
@@ -171,7 +189,9 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
                     }
                     let (host, deployments) = (host.clone(), deployments.clone());
                     tokio::spawn(async move {
-                        rescan_and_retry(host, deployments).await;
+                        // A failed scan is logged by the deployer; the retries do not need it.
+                        let _ = deployments.scan().await;
+                        host.retry_failed().await;
                         reload.done();
                     });
                 }
@@ -198,6 +218,8 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     loop {
         tokio::select! {
             result = &mut stop => {
+                #[cfg(feature = "otel")]
+                drop(otlp); // flushes the last spans and metrics
                 return match result {
                     Ok(()) if escalated => {
                         tracing::info!("stopped after a critical failure");
@@ -222,78 +244,6 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
                     std::process::exit(code);
                 }
             }
-        }
-    }
-}
-
-/// Contains and records `exec` children, kills what a killed predecessor left, and reaps
-/// orphans when this process is PID 1 or adopts them. A default state directory that cannot
-/// be used only costs the records; one given with `--state-dir` must work.
-async fn supervise_children(args: &RunArgs, name: &str) -> Option<ChildSupervisor> {
-    let builder = || {
-        ChildSupervisor::builder()
-            .cgroups(args.exec_cgroups == Cgroups::Auto)
-            .adopt_orphans(true)
-    };
-    let built = match &args.state_dir {
-        Some(dir) => builder().state_dir(dir).build(),
-        None => builder()
-            .state_dir(exec::default_state_dir(name))
-            .build()
-            .or_else(|e| {
-                tracing::warn!(error = %error_chain(&e), "exec children are not recorded: should isopace be killed, a later start cannot kill what they leave");
-                builder().build()
-            }),
-    };
-    let supervisor = built
-        .inspect_err(|e| tracing::error!(error = %error_chain(e), "cannot supervise exec children"))
-        .ok()?;
-    let state_dir = supervisor
-        .state_dir()
-        .map_or("none".into(), |d| d.display().to_string());
-    let containment = supervisor.containment();
-    tracing::info!(%state_dir, %containment, "supervising exec children");
-    supervisor.reclaim().await;
-    if std::process::id() == 1 || supervisor.is_subreaper() {
-        match signal(SignalKind::child()) {
-            Ok(sigchld) => drop(tokio::spawn(exec::reap_orphans(sigchld))),
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGCHLD: orphans stay zombies"),
-        }
-    }
-    Some(supervisor)
-}
-
-/// SIGHUP's work after the config reload: a rescan (which redeploys what changed), then a
-/// retry of every component still failed for good.
-async fn rescan_and_retry(host: Host, deployments: DeployerHandle) {
-    // A scan that fails is logged by the deployer; the retries do not depend on it.
-    let _ = deployments.scan().await;
-    for status in host.status() {
-        if status.state == State::Failed
-            && let Err(e) = host.retry(&status.name).await
-        {
-            tracing::warn!(component = status.name, error = %error_chain(&e), "retry failed");
-        }
-    }
-}
-
-/// Completes with the name of the first critical component that is failed for good, when
-/// `enabled`; never otherwise.
-async fn critical_failure(host: &Host, enabled: bool) -> String {
-    if !enabled {
-        return std::future::pending().await;
-    }
-    let mut changes = host.changed();
-    loop {
-        let failed = host
-            .status()
-            .into_iter()
-            .find(|s| s.critical && s.state == State::Failed);
-        if let Some(status) = failed {
-            return status.name;
-        }
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
         }
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use isopace_config::Config;
-use isopace_observe::{Counter, NopObserver, Observer, attr};
+use isopace_observe::{Counter, NopObserver, Observer, Rounded, attr};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
@@ -561,7 +561,7 @@ impl Host {
         let cancelled = OnCancel::new(|| self.inner.remove(key, false));
         if let Err(failure) = self.call(key, Phase::Start, None).await {
             if let Err(e) = self.call(key, Phase::Stop, None).await {
-                tracing::warn!(error = %error_chain(&e), "stop after a failed deploy failed");
+                tracing::warn!(component = e.component(), error = %error_chain(&e), "stop after a failed deploy failed");
             }
             drop(cancelled);
             return Err(Error::Component(failure));
@@ -902,7 +902,7 @@ impl Host {
             tracing::error!(
                 component = &*name,
                 max_restarts = policy.max_restarts,
-                window = ?policy.window,
+                window = %Rounded(policy.window),
                 "restart limit reached; failed until retried"
             );
             slots.table.set(key, State::Failed, error);
@@ -915,7 +915,7 @@ impl Host {
             *row.next_try = Some(SystemTime::now() + wait);
         }
         drop(slots);
-        tracing::warn!(component = &*name, wait = ?wait, "restarting after backoff");
+        tracing::warn!(component = &*name, wait = %Rounded(wait), "restarting after backoff");
         let retry = Event {
             key,
             generation,
@@ -1014,6 +1014,43 @@ impl Host {
             return Err(Error::Component(failure));
         }
         Ok(())
+    }
+
+    /// [`retry`](Self::retry) for every component that is failed for good, in registration
+    /// order (what a SIGHUP does in `isopace run`). A retry that fails is logged at warn and
+    /// the others still run. Returns how many were retried.
+    pub async fn retry_failed(&self) -> usize {
+        let failed: Vec<String> = self
+            .status()
+            .into_iter()
+            .filter(|s| s.state == State::Failed)
+            .map(|s| s.name)
+            .collect();
+        for name in &failed {
+            if let Err(e) = self.retry(name).await {
+                tracing::warn!(component = name.as_str(), error = %error_chain(&e), "retry failed");
+            }
+        }
+        failed.len()
+    }
+
+    /// Completes with the name of the first [critical](Supervision::critical) component that
+    /// is failed for good (its start failed, or its restart policy gave up), as soon as there
+    /// is one: at once if one already is. Never completes while none is.
+    pub async fn critical_failure(&self) -> String {
+        let mut changes = self.changed();
+        loop {
+            let failed = self
+                .status()
+                .into_iter()
+                .find(|s| s.critical && s.state == State::Failed);
+            if let Some(status) = failed {
+                return status.name;
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// After an abandoned start or stop: running if anything runs, idle otherwise.

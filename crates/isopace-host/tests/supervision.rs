@@ -556,3 +556,63 @@ async fn a_drain_past_the_shutdown_timeout_is_named() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_failed_retries_every_failed_component_and_only_those() {
+    let host = host_with(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    let fails_once = |name| {
+        Worker::new(name, |env, n| {
+            if n == 0 {
+                env.fail("first start only");
+            }
+        })
+    };
+    let (a, b, steady) = (
+        fails_once("a"),
+        fails_once("b"),
+        Worker::new("steady", |_, _| {}),
+    );
+    let starts = [&a, &b, &steady].map(|w| Arc::clone(&w.starts));
+    for worker in [a, b, steady] {
+        host.deploy(worker).await.unwrap();
+    }
+    wait_state(&host, "a", State::Failed).await;
+    wait_state(&host, "b", State::Failed).await;
+
+    assert_eq!(host.retry_failed().await, 2);
+    let counts = starts.map(|s| s.load(Ordering::SeqCst));
+    assert_eq!(counts, [2, 2, 1], "the running component is left alone");
+    for name in ["a", "b", "steady"] {
+        assert_eq!(host.status_of(name).unwrap().state, State::Running);
+    }
+    assert_eq!(host.retry_failed().await, 0);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn critical_failure_names_the_first_critical_component_failed_for_good() {
+    let host = host_with(&MetricsRegistry::new());
+    host.start().await.unwrap();
+    let fails = |name| Worker::new(name, |env, _| env.fail("gone"));
+    // A component that is not critical may fail without ending the wait.
+    host.deploy_with(
+        Box::new(fails("optional")),
+        Supervision::new().critical(false),
+    )
+    .await
+    .unwrap();
+    wait_state(&host, "optional", State::Failed).await;
+    let watcher = tokio::spawn({
+        let host = host.clone();
+        async move { host.critical_failure().await }
+    });
+    advance(Duration::from_secs(1)).await;
+    assert!(!watcher.is_finished());
+
+    host.deploy(fails("payments")).await.unwrap();
+    assert_eq!(watcher.await.unwrap(), "payments");
+    // Already failed: at once.
+    assert_eq!(host.critical_failure().await, "payments");
+    host.stop().await.unwrap();
+}

@@ -89,6 +89,51 @@ impl ChildSupervisor {
         }
     }
 
+    /// Sets a daemon named `name` up the way `isopace run` does, before any component
+    /// starts: cgroups when `cgroups` (and possible), orphans adopted, children recorded in
+    /// `state_dir` — which must work when given; the [default](default_state_dir) one may
+    /// not, which costs only the records, with a warning — then what a killed predecessor
+    /// left is [reclaimed](Self::reclaim), and, when this process is PID 1 or became a
+    /// subreaper, a task [reaps orphans](super::reap_orphans) on SIGCHLD. Logs what it chose.
+    /// Call it inside a tokio runtime.
+    pub async fn for_daemon(
+        name: &str,
+        state_dir: Option<&Path>,
+        cgroups: bool,
+    ) -> Result<ChildSupervisor, SupervisorError> {
+        let builder = || {
+            ChildSupervisor::builder()
+                .cgroups(cgroups)
+                .adopt_orphans(true)
+        };
+        let supervisor = match state_dir {
+            Some(dir) => builder().state_dir(dir).build()?,
+            None => builder()
+                .state_dir(default_state_dir(name))
+                .build()
+                .or_else(|e| {
+                    tracing::warn!(error = %isopace_observe::error_chain(&e), "exec children are not recorded: should the daemon be killed, a later start cannot kill what they leave");
+                    builder().build()
+                })?,
+        };
+        let state_dir = supervisor
+            .state_dir()
+            .map_or("none".into(), |d| d.display().to_string());
+        let containment = supervisor.containment();
+        tracing::info!(%state_dir, %containment, "supervising exec children");
+        supervisor.reclaim().await;
+        if std::process::id() == 1 || supervisor.is_subreaper() {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::child()) {
+                Ok(sigchld) => drop(tokio::spawn(super::reap_orphans(sigchld))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGCHLD: orphans stay zombies");
+                }
+            }
+        }
+        Ok(supervisor)
+    }
+
     /// How children are contained.
     pub fn containment(&self) -> Containment {
         if !self.inner.cgroups {
