@@ -118,6 +118,9 @@ pub(crate) enum Command {
     /// retries every component that is failed for good.
     Run(RunArgs),
     /// Check a descriptor directory for every problem `run` would hit, building nothing.
+    ///
+    /// Each file's shape, then this machine: a missing exec program or cwd is an error, an
+    /// address that cannot be bound now a warning (a running daemon may hold it).
     Validate(ValidateArgs),
     /// List the component types this binary knows, each with a complete example descriptor;
     /// with NAME, only that type.
@@ -207,6 +210,10 @@ pub(crate) struct ValidateArgs {
     /// The descriptor directory, as `run` takes it (instead of DIR).
     #[arg(long, value_name = "DIR")]
     pub(crate) deploy: Option<PathBuf>,
+    /// Check the descriptors only, not this machine (exec programs and directories, listen
+    /// addresses): for CI pipelines that validate descriptors without the programs.
+    #[arg(long, env = "ISOPACE_NO_PREFLIGHT", value_parser = isopace_config::parse_bool)]
+    pub(crate) no_preflight: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,38 +3,44 @@
 use std::{fmt::Write as _, path::Path};
 
 use isopace_config::{Config, LoadOptions};
-use isopace_deploy::Registry;
+use isopace_deploy::{Registry, ValidateOptions};
 
 use crate::{
     EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE,
     cli::{ConfigArgs, ConfigCommand, ConfigSource, ValidateArgs},
 };
 
-/// `isopace validate DIR`; `name` is the daemon's, for messages.
+/// `isopace validate DIR`; `name` is the daemon's, for messages. Warnings go to stderr.
 pub(crate) fn validate(name: &str, registry: &Registry, args: &ValidateArgs) -> u8 {
     let env = |name: &str| std::env::var(name).ok();
     let dir = args.deploy.as_ref().unwrap_or(&args.dir);
-    match isopace_deploy::validate_dir(dir, registry, &env) {
+    let options = ValidateOptions::new().preflight(!args.no_preflight);
+    let problems = match isopace_deploy::validate_dir_with(dir, registry, &env, &options) {
         Err(e) => {
             eprintln!("{name}: {}", isopace_host::error_chain(&e));
-            EXIT_INVALID_CONFIG
+            return EXIT_INVALID_CONFIG;
         }
-        Ok(problems) if problems.is_empty() => {
-            print_out(&format!("{}: ok\n", dir.display()));
-            EXIT_OK
+        Ok(found) => {
+            found
+                .warnings
+                .iter()
+                .for_each(|w| eprintln!("warning: {w}"));
+            found.problems
         }
-        Ok(problems) => {
-            let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
-            print_out(&text);
-            eprintln!(
-                "{name}: {} problem{} in {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                dir.display()
-            );
-            EXIT_INVALID_CONFIG
-        }
+    };
+    if problems.is_empty() {
+        print_out(&format!("{}: ok\n", dir.display()));
+        return EXIT_OK;
     }
+    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
+    print_out(&text);
+    eprintln!(
+        "{name}: {} problem{} in {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        dir.display()
+    );
+    EXIT_INVALID_CONFIG
 }
 
 /// `isopace types [NAME]`.
