@@ -103,7 +103,7 @@ pub(crate) fn flag_variables(command: &clap::Command) -> Vec<String> {
 
 /// Hosts long-running components deployed from a directory of JSON descriptors.
 #[derive(Debug, Parser)]
-#[command(name = "isopace", version, about, long_about = None)]
+#[command(name = "isopace", version, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -130,6 +130,10 @@ pub(crate) enum Command {
     },
     /// Show resolved configuration values and where each came from, secrets redacted.
     Config(ConfigArgs),
+    /// Print the completion script for SHELL, to load from the shell's startup files.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), to install in a `man1/` directory.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -188,7 +192,7 @@ pub(crate) enum Format {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigSource {
-    /// The configuration file (JSON).
+    /// The configuration file: JSON, or TOML (`.toml`) or YAML (`.yaml`, `.yml`) by extension.
     #[arg(long, env = "ISOPACE_CONFIG", global = true)]
     pub(crate) config: Option<PathBuf>,
     /// The prefix of environment variables that override configuration values

@@ -1,4 +1,4 @@
-//! The commands that build nothing: `validate`, `types` and `config`.
+//! The commands that build nothing: `validate`, `types`, `config`, `completions` and `man`.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -6,8 +6,8 @@ use isopace_config::{Config, LoadOptions};
 use isopace_deploy::{Registry, ValidateOptions};
 
 use crate::{
-    EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE,
-    cli::{ConfigArgs, ConfigCommand, ConfigSource, ValidateArgs},
+    EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE, cli,
+    cli::{ConfigArgs, ConfigCommand, ConfigSource, Identity, ValidateArgs},
 };
 
 /// `isopace validate DIR`; `name` is the daemon's, for messages. Warnings go to stderr.
@@ -135,4 +135,21 @@ fn print_entries<'a>(entries: impl IntoIterator<Item = &'a isopace_config::Entry
         );
     }
     print_out(&text);
+}
+
+/// `isopace completions SHELL`, for the command the binary parses, under its own name.
+pub(crate) fn completions(identity: &Identity, shell: clap_complete::Shell) -> u8 {
+    let (mut command, mut script) = (cli::command(identity), Vec::new());
+    clap_complete::generate(shell, &mut command, &identity.name, &mut script);
+    print_out(&String::from_utf8_lossy(&script));
+    EXIT_OK
+}
+
+/// `isopace man`: the page lists the subcommands; each one's `--help` has its flags.
+pub(crate) fn man(identity: &Identity) -> u8 {
+    let (command, mut page) = (cli::command(identity), Vec::new());
+    let man = clap_mangen::Man::new(command.disable_help_subcommand(true));
+    man.render(&mut page).expect("a Vec takes every write");
+    print_out(&String::from_utf8_lossy(&page));
+    EXIT_OK
 }

@@ -140,6 +140,8 @@ impl App {
                 commands::types(&name, &self.registry, only.as_deref())
             }
             cli::Command::Config(args) => commands::config(&name, &args, &flags),
+            cli::Command::Completions { shell } => commands::completions(&self.identity, shell),
+            cli::Command::Man => commands::man(&self.identity),
         };
         ExitCode::from(code)
     }

@@ -49,7 +49,8 @@ pub enum Error {
         line: usize,
         /// 1-based column of the problem (0 when the parser did not say).
         column: usize,
-        /// The parser's own error.
+        /// What the parser said, without the position (this error's own message names it,
+        /// so an error chain prints it once).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -205,6 +206,16 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cannot decode config key `link` at field `pool`"
+        );
+        // A binary that turns the formats on never shows this; a library user acts on it.
+        let err = Error::FormatDisabled {
+            format: crate::Format::Yaml,
+            file: Some(PathBuf::from("app.yml")),
+            feature: "yaml",
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot read YAML config app.yml: enable the `yaml` feature of isopace-config"
         );
         let err = Error::MissingKey { path: "a.b".into() };
         assert_eq!(err.to_string(), "config key `a.b` is missing");

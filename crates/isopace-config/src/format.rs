@@ -87,14 +87,38 @@ pub(crate) fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// What a parser said, without the position that its own message carries: [`Error::Parse`]
+/// names the file, line and column, and an error chain prints both.
+#[derive(Debug)]
+struct ParserMessage(String);
+
+impl ParserMessage {
+    fn new(message: &str) -> Box<Self> {
+        Box::new(ParserMessage(message.trim().to_owned()))
+    }
+}
+
+impl fmt::Display for ParserMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParserMessage {}
+
 fn parse_json(bytes: &[u8], file: Option<&Path>) -> Result<Value, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Parse {
-        format: Format::Json,
-        file: file.map(Path::to_path_buf),
-        line: e.line(),
-        // serde_json says column 0 for an error at a newline; columns count from 1.
-        column: if e.line() > 0 { e.column().max(1) } else { 0 },
-        source: Box::new(e),
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's message is `{what} at line {l} column {c}`, and it has no other accessor.
+        let text = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        Error::Parse {
+            format: Format::Json,
+            file: file.map(Path::to_path_buf),
+            line: e.line(),
+            // serde_json says column 0 for an error at a newline; columns count from 1.
+            column: if e.line() > 0 { e.column().max(1) } else { 0 },
+            source: ParserMessage::new(text.strip_suffix(&suffix).unwrap_or(&text)),
+        }
     })
 }
 
@@ -143,7 +167,8 @@ fn parse_toml(bytes: &[u8], file: Option<&Path>) -> Result<Value, Error> {
             file: file.map(Path::to_path_buf),
             line,
             column,
-            source: Box::new(e),
+            // Its `Display` opens with the position and quotes the line; `message` is the rest.
+            source: ParserMessage::new(e.message()),
         }
     })?;
     Ok(Value::Object(
@@ -198,8 +223,29 @@ fn parse_yaml(bytes: &[u8], file: Option<&Path>) -> Result<Value, Error> {
             file: file.map(Path::to_path_buf),
             line,
             column,
-            source: Box::new(e),
+            source: ParserMessage::new(&yaml_message(&e)),
         }
+    })
+}
+
+/// serde-saphyr's message without its snippet and without the location its default
+/// localizer appends (the location of an alias's definition, a second place, stays).
+#[cfg(feature = "yaml")]
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    struct NoLocation;
+    impl serde_saphyr::Localizer for NoLocation {
+        fn attach_location<'a>(
+            &self,
+            base: std::borrow::Cow<'a, str>,
+            _: serde_saphyr::Location,
+        ) -> std::borrow::Cow<'a, str> {
+            base
+        }
+    }
+    let formatter = serde_saphyr::DefaultMessageFormatter.with_localizer(&NoLocation);
+    e.render_with_options(serde_saphyr::render_options! {
+        formatter: &formatter,
+        snippets: serde_saphyr::SnippetMode::Off,
     })
 }
 
@@ -240,6 +286,40 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(err.to_string(), "invalid JSON in app.json:3:7");
+    }
+
+    /// The error and its sources, the way an error chain prints them.
+    fn chain(err: &Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+
+    /// Each parser's message names the position too; the chain names it once.
+    #[test]
+    fn a_parse_error_chain_names_the_position_once() {
+        let mut cases = vec![(
+            Format::Json,
+            "{\n  \"a\": 1,\n  \"b\" 2\n}",
+            "invalid JSON in c.json:3:7: expected `:`",
+        )];
+        if cfg!(feature = "toml") {
+            let message = "invalid TOML in c.toml:2:5: extra `=`, expected nothing";
+            cases.push((Format::Toml, "a = 1\nb = = 2\n", message));
+        }
+        if cfg!(feature = "yaml") {
+            let message = "invalid YAML in c.yaml:2:4: unclosed bracket '['";
+            cases.push((Format::Yaml, "a: 1\nb: [1, 2\n", message));
+        }
+        for (format, input, expected) in cases {
+            let file = format!("c.{}", format.to_string().to_lowercase());
+            let err = parse_tree(input.as_bytes(), format, Some(Path::new(&file))).unwrap_err();
+            assert_eq!(chain(&err), expected, "{format}");
+        }
     }
 
     #[test]
