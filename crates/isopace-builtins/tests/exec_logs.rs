@@ -1,4 +1,5 @@
-//! An `exec` child's output lines reach the log with the component's name and the stream.
+//! An `exec` child's output lines reach the log with the component's name and the stream,
+//! at each stream's configured level.
 //!
 //! Alone in its binary: it installs a global subscriber, and tracing caches per process
 //! whether a callsite is enabled.
@@ -37,6 +38,7 @@ async fn stdout_and_stderr_lines_are_logged_with_the_component_and_stream() {
 
     let config: ExecConfig = serde_json::from_value(serde_json::json!({
         "command": ["sh", "-c", "echo hello from the child; printf 'windows line\\r\\n'; echo oops >&2; printf 'last words'"],
+        "stderr_level": "WARN",
     }))
     .unwrap();
     let env = Env::default().for_component("worker");
@@ -56,9 +58,11 @@ async fn stdout_and_stderr_lines_are_logged_with_the_component_and_stream() {
 
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     let line = |text: &str, stream: &str| {
+        let level = if stream == "stderr" { " WARN " } else { " INFO " };
         log.lines().any(|l| {
             l.contains(r#"component{component="worker"}"#)
                 && l.contains(&format!("{text} stream=\"{stream}\""))
+                && l.contains(level)
         })
     };
     assert!(line("hello from the child", "stdout"), "{log}");

@@ -68,6 +68,13 @@ fn run_tells_systemd_of_readiness_reloads_status_the_watchdog_and_the_stop() {
         r#"{"name": "beat", "type": "heartbeat", "config": {"interval": "1h"}}"#,
     )
     .unwrap();
+    // systemd's variables are the daemon's alone.
+    fs::write(
+        deploy.join("child.json"),
+        r#"{"name": "child", "type": "exec", "restart": {"policy": "never"},
+            "config": {"command": ["/bin/sh", "-c", "echo \"inherited=[$NOTIFY_SOCKET$WATCHDOG_USEC]\""]}}"#,
+    )
+    .unwrap();
     let notify = NotifySocket::bind(dir.path());
     let env = [
         ("NOTIFY_SOCKET", notify.path.display().to_string()),
@@ -82,6 +89,7 @@ fn run_tells_systemd_of_readiness_reloads_status_the_watchdog_and_the_stop() {
             m.starts_with("STATUS=") && m.contains("components: ") && m.contains("running")
         })
     });
+    wait_until("the child's line", || daemon.log_has("inherited=[]"));
     let first_ping = notify.wait_for(ready, "WATCHDOG=1");
     notify.wait_for(first_ping + 1, "WATCHDOG=1");
 

@@ -38,6 +38,33 @@ pub struct ExecConfig {
     /// (default 10s, under the host's default stop timeout of 15s).
     #[serde(default = "ten_seconds", with = "isopace_config::serde_duration")]
     pub stop_grace: Duration,
+    /// The level the child's stdout lines are logged at (default `info`).
+    #[serde(default)]
+    pub stdout_level: OutputLevel,
+    /// The level the child's stderr lines are logged at (default `info`; `warn` suits a
+    /// program that writes only problems there).
+    #[serde(default)]
+    pub stderr_level: OutputLevel,
+}
+
+/// The level a child's output lines are logged at: `trace`, `debug`, `info`, `warn` or
+/// `error` (case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLevel(pub tracing::Level);
+
+impl Default for OutputLevel {
+    fn default() -> Self {
+        OutputLevel(tracing::Level::INFO)
+    }
+}
+
+impl<'de> Deserialize<'de> for OutputLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        isopace_observe::parse_level(&text)
+            .map(OutputLevel)
+            .map_err(de::Error::custom)
+    }
 }
 
 fn ten_seconds() -> Duration {

@@ -12,8 +12,14 @@
 //!                "max_restarts": 5, "window": "60s" },
 //!   "config": { "command": ["/usr/local/bin/worker", "--queue", "jobs"],
 //!               "env": { "LANG": "C.UTF-8" }, "cwd": "/srv/worker",
-//!               "stop_signal": "SIGTERM", "stop_grace": "10s" } }
+//!               "stop_signal": "SIGTERM", "stop_grace": "10s",
+//!               "stdout_level": "info", "stderr_level": "warn" } }
 //! ```
+//!
+//! Each output line is logged in the component's span with the fields `stream` (`stdout`
+//! or `stderr`) and `pid`, at `stdout_level` and `stderr_level` (`info` by default). The
+//! child inherits isopace's environment, less systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC`
+//! and `WATCHDOG_PID`, plus `env`.
 //!
 //! # Deprecated fields
 //!
@@ -112,7 +118,7 @@ use serde::Serialize;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use child::Runner;
-pub use config::{ExecConfig, StopSignal};
+pub use config::{ExecConfig, OutputLevel, StopSignal};
 pub use reaper::{reap_orphans, reap_zombies};
 pub use supervisor::{
     ChildSupervisor, ChildSupervisorBuilder, Containment, Reclaimed, SupervisorError,
@@ -179,6 +185,10 @@ fn timestamp<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::O
 /// [`ChildSupervisor`] it reads from the env's extensions, if there is one, decides how
 /// children are contained and where they are recorded.
 ///
+/// Built from a descriptor, an `exec` whose program does not exist or may not be run by
+/// this user, or whose `cwd` is not a directory, is not built at all: the type's preflight
+/// check refuses it, naming the field, as `isopace validate` does beforehand.
+///
 /// When the child ends on its own, what is left of what it started is stopped too, and the
 /// end is reported to the host through the component's [`Env`]: exit status 0 is a clean
 /// finish ([`Env::finish`]: the component is `stopped`), any other status or a signal a
@@ -243,7 +253,9 @@ impl Exec {
             "command": ["/usr/bin/env", "sleep", "3600"],
             "env": { "LANG": "C.UTF-8" },
             "stop_signal": "SIGTERM",
-            "stop_grace": "10s"
+            "stop_grace": "10s",
+            "stdout_level": "info",
+            "stderr_level": "info"
         })
     }
 }
@@ -312,7 +324,8 @@ impl Drop for Exec {
     }
 }
 
-/// Registers the `exec` type and the migration of its deprecated restart fields.
+/// Registers the `exec` type, the preflight check of its program and `cwd`, and the
+/// migration of its deprecated restart fields.
 pub(crate) fn register(registry: &mut Registry) -> Result<(), isopace_deploy::Error> {
     registry.register_typed(
         "exec",

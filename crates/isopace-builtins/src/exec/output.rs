@@ -1,4 +1,5 @@
-//! The child's stdout and stderr, logged line by line inside the component's span.
+//! The child's stdout and stderr, logged line by line inside the component's span, each at
+//! its configured level.
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
@@ -17,6 +18,7 @@ impl Runner {
         output: impl AsyncRead + Unpin + Send + 'static,
         stream: &'static str,
         pid: u32,
+        level: tracing::Level,
     ) -> JoinHandle<()> {
         self.env.spawn(async move {
             let mut reader = BufReader::new(output);
@@ -35,7 +37,13 @@ impl Runner {
                             .rposition(|b| !matches!(b, b'\n' | b'\r'))
                             .map_or(0, |i| i + 1);
                         let text = String::from_utf8_lossy(&line[..end]);
-                        tracing::info!(stream, pid, "{text}");
+                        match level {
+                            tracing::Level::TRACE => tracing::trace!(stream, pid, "{text}"),
+                            tracing::Level::DEBUG => tracing::debug!(stream, pid, "{text}"),
+                            tracing::Level::INFO => tracing::info!(stream, pid, "{text}"),
+                            tracing::Level::WARN => tracing::warn!(stream, pid, "{text}"),
+                            _ => tracing::error!(stream, pid, "{text}"),
+                        }
                     }
                     Err(e) => {
                         tracing::debug!(stream, pid, error = %e, "cannot read the child's output");

@@ -83,11 +83,11 @@ impl Runner {
         let stdout = process
             .stdout
             .take()
-            .map(|out| self.log_output(out, "stdout", pid));
+            .map(|out| self.log_output(out, "stdout", pid, self.config.stdout_level.0));
         let stderr = process
             .stderr
             .take()
-            .map(|err| self.log_output(err, "stderr", pid));
+            .map(|err| self.log_output(err, "stderr", pid, self.config.stderr_level.0));
         let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
             return Err(io::Error::other("the child's output pipes are missing"));
         };
@@ -111,6 +111,11 @@ impl Runner {
         let mut command = Command::new(&config.command[0]);
         command
             .args(&config.command[1..])
+            // systemd's variables are isopace's: a child that speaks sd_notify would send to
+            // a socket that only takes the main process's messages.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .envs(&config.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
