@@ -110,6 +110,9 @@ impl Call<'_> {
             outer: FRAME.try_with(|outer| Arc::new(outer.clone())).ok(),
         };
         let span = tracing::info_span!("lifecycle", component = &**name, phase = phase.as_str());
+        let labels = [attr("component", &**name), attr("phase", phase.as_str())];
+        // The same call as a span of the observer's, which an OpenTelemetry observer exports.
+        let mut observed = self.env.observer().start_span("lifecycle", &labels);
         let future = match phase {
             Phase::Start => component.start(self.env),
             Phase::Stop => component.stop(self.env),
@@ -127,7 +130,6 @@ impl Call<'_> {
             Ok(Err(panic)) => Some(Failure::Panicked(panic_message(&*panic))),
             Err(_) => Some(Failure::TimedOut(self.timeout)),
         };
-        let labels = [attr("component", &**name), attr("phase", phase.as_str())];
         self.instruments.calls.add(1, &labels);
         self.instruments
             .duration
@@ -140,6 +142,9 @@ impl Call<'_> {
                     Failure::TimedOut(_) => "timeout",
                     Failure::Panicked(_) => "panic",
                 };
+                // An attribute, not `set_error`: the host logs the failure already, and a
+                // logging observer would log it again.
+                observed.set_attr(attr("reason", reason));
                 self.instruments.failures.add(
                     1,
                     &[
@@ -151,6 +156,7 @@ impl Call<'_> {
                 Err(ComponentError::new(name, phase, failure))
             }
         };
+        observed.end();
         (result, elapsed)
     }
 }
