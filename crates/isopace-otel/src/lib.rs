@@ -6,6 +6,8 @@
 mod attrs;
 mod gauge;
 mod observer;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod span;
 
 pub use observer::{OtelObserver, SCOPE_NAME};
