@@ -73,14 +73,59 @@ const STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // The CLI's `otel` feature (OTLP export) is off in the workspace build: lint it, and its
+    // test against an in-process OTLP receiver, on their own. One feature set for both
+    // packages, so the two steps share their dependencies' builds.
+    Step {
+        name: "clippy otel",
+        args: &[
+            "clippy",
+            "-p",
+            "isopace-cli",
+            "-p",
+            "isopace-otel",
+            "--features",
+            "isopace-cli/otel",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
     Step {
         name: "test",
         args: &["test", "--workspace", "--locked"],
         env: &[],
     },
     Step {
+        name: "test otel",
+        args: &[
+            "test",
+            "-p",
+            "isopace-cli",
+            "-p",
+            "isopace-otel",
+            "--features",
+            "isopace-cli/otel",
+            "--locked",
+            "--lib",
+            "--test",
+            "otel",
+        ],
+        env: &[],
+    },
+    Step {
         name: "doc",
-        args: &["doc", "--workspace", "--no-deps", "--locked"],
+        args: &[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--locked",
+            "--features",
+            "isopace-otel/otlp",
+        ],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
     },
 ];
