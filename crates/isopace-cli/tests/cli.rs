@@ -91,7 +91,7 @@ fn run_serves_the_example_and_follows_the_directory() {
     );
     wait_for("extra redeployed", || {
         daemon
-            .log_has("redeployed component=\"extra\"")
+            .log_has("component=extra isopace_deploy::deployer: redeployed")
             .then_some(())
     });
 
@@ -140,12 +140,15 @@ fn run_serves_the_example_and_follows_the_directory() {
             .unwrap_or_else(|| panic!("no {needle:?} in\n{}", log.join("\n")))
     };
     let (pulse, admin, deployer) = (
-        order("stopped component=\"pulse\""),
-        order("stopped component=\"admin\""),
-        order("stopped component=\"deployer\""),
+        order("component=pulse isopace_host::host: stopped"),
+        order("component=admin isopace_host::host: stopped"),
+        order("component=deployer isopace_host::host: stopped"),
     );
     assert!(pulse < admin && admin < deployer, "{}", log.join("\n"));
-    assert!(order("started component=\"deployer\"") < order("started component=\"admin\""));
+    assert!(
+        order("component=deployer isopace_host::host: started")
+            < order("component=admin isopace_host::host: started")
+    );
 }
 
 #[test]
@@ -664,7 +667,7 @@ fn stalled_admin_clients_under_a_low_open_file_limit_never_starve_a_deploy() {
         ),
     );
     wait_until("edge deployed", || {
-        daemon.log_has("deployed component=\"edge\"")
+        daemon.log_has("component=edge isopace_deploy::deployer: deployed")
     });
     let mut relayed = TcpStream::connect(("127.0.0.1", edge)).unwrap();
     relayed

@@ -133,7 +133,7 @@ fn a_changed_file_redeploys_a_component_that_is_failed_for_good() {
     deploy(dir.path(), port, "exec sleep 60", true);
     let crash = crash_in(port, "running");
     assert_eq!(crash["restarts"], 0, "{crash}");
-    assert!(daemon.log_has("redeployed component=\"crash\""));
+    assert!(daemon.log_has("component=crash isopace_deploy::deployer: redeployed"));
     daemon.signal("TERM");
     assert_eq!(daemon.wait().code(), Some(0), "{}", daemon.log().join("\n"));
 }
@@ -156,7 +156,7 @@ fn exit_on_critical_failure_shuts_down_with_1() {
         "{log}"
     );
     assert!(
-        log.contains("stopped component=\"admin\""),
+        log.contains("component=admin isopace_host::host: stopped"),
         "a clean stop first: {log}"
     );
 }

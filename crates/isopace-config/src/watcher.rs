@@ -155,7 +155,7 @@ impl ConfigWatcher {
                     tracing::warn!(
                         path = %path.display(),
                         error = &e as &(dyn std::error::Error + 'static),
-                        interval = ?self.interval,
+                        interval = %crate::format_duration(self.interval),
                         "file-system events unavailable for config file; polling instead"
                     );
                     None

@@ -2,6 +2,8 @@
 
 use std::{error::Error as StdError, fmt, time::Duration};
 
+use isopace_observe::Rounded;
+
 use crate::BoxError;
 
 /// A lifecycle phase of a component.
@@ -90,7 +92,11 @@ impl fmt::Display for ComponentError {
             ),
             Failure::Failed(_) => write!(f, "component `{name}` failed to {phase}"),
             Failure::TimedOut(after) => {
-                write!(f, "component `{name}` did not {phase} within {after:?}")
+                write!(
+                    f,
+                    "component `{name}` did not {phase} within {}",
+                    Rounded(*after)
+                )
             }
             Failure::Panicked(message) => {
                 write!(f, "component `{name}` panicked in {phase}: {message}")
@@ -224,7 +230,8 @@ impl fmt::Display for Error {
             } => {
                 write!(
                     f,
-                    "shutdown did not finish within {timeout:?}; still stopping: {}",
+                    "shutdown did not finish within {}; still stopping: {}",
+                    Rounded(*timeout),
                     stopping.join(", ")
                 )?;
                 if full && !errors.is_empty() {

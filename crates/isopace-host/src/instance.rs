@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use isopace_observe::Rounded;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::{sync::mpsc, task::AbortHandle};
@@ -196,7 +197,7 @@ impl Instance {
         };
         let Some(reason) = reason else { return };
         let threshold = *self.unhealthy_threshold.lock();
-        let failure = format!("unhealthy for longer than {threshold:?}: {reason}");
+        let failure = format!("unhealthy for longer than {}: {reason}", Rounded(threshold));
         if threshold.is_zero() {
             self.fail(failure);
             return;

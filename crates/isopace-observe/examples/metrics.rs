@@ -8,11 +8,10 @@ use isopace_observe::{
 };
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // Debug level shows the tracing observer's span and measurement events; the directive
-    // keeps the span events but hides one per measurement.
+    // Debug level shows the tracing observer's span events; its per-measurement events are
+    // at trace, and the directive `isopace::metrics=trace` would show them too.
     let log = LogOptions {
         level: parse_level("debug")?,
-        directives: Some("isopace::metrics=info".to_owned()),
         ..LogOptions::default()
     }
     .init()?;

@@ -14,8 +14,13 @@
 //!
 //! Logging itself is `tracing`; [`LogOptions`] sets up the subscriber (level, text or JSON,
 //! source location, per-module directives) and returns a [`LogHandle`] that changes the
-//! level of the running process. [`parse_level`] reads level names from configuration, and
-//! [`error_chain`] puts an error and its sources on one line for a log field.
+//! level of the running process. Each line names the component it is about in one place
+//! (`component=edge` after the level in text, a top-level `"component"` key in JSON), from
+//! the event's field or the nearest span's; spans are recorded whatever the level, so a
+//! level change never loses them; text is coloured only on a terminal and never with
+//! `NO_COLOR` ([`use_colour`]). [`parse_level`] reads level names from configuration,
+//! [`error_chain`] puts an error and its sources on one line for a log field, and
+//! [`Rounded`] prints a duration as `2.5s` rather than `2.499990736s`.
 //!
 //! # Example
 //!
@@ -49,15 +54,16 @@
 //! # Feature flags
 //!
 //! The facade, the observers and the metrics registry are always available; the features
-//! only shape the logging builder. Each turns on the `tracing-subscriber` feature of the
-//! same name, and all are on by default. Turning one off never removes an item from the
-//! API, so enabling it again (anywhere in the dependency graph) breaks nothing:
+//! only shape the logging builder, and all are on by default. `env-filter` turns on the
+//! `tracing-subscriber` feature of the same name; the crate writes its text and JSON lines
+//! itself. Turning one off never removes an item from the API, so enabling it again
+//! (anywhere in the dependency graph) breaks nothing:
 //!
 //! | feature | with it | without it |
 //! |---|---|---|
 //! | `json` | [`LogFormat::Json`] writes one JSON object per line | `json` still parses, but building a logger with it fails with [`Error::FeatureDisabled`] rather than quietly writing another format |
 //! | `env-filter` | [`LogOptions::directives`] take the full `RUST_LOG` syntax | directives fall back to `target=level`, bare `target` and bare `level`; one with a span or field filter (`[...]`) fails with [`Error::FeatureDisabled`] naming it |
-//! | `ansi` | text on a terminal is coloured | text is never coloured |
+//! | `ansi` | text on a terminal is coloured, unless `NO_COLOR` is set | text is never coloured |
 //!
 //! The crate depends on no other isopace crate.
 
@@ -70,6 +76,7 @@ mod fanout;
 mod filter_source;
 mod logging;
 mod metrics;
+mod rounded;
 mod tracing_observer;
 
 pub use error::{Error, MetricKind};
@@ -80,8 +87,9 @@ pub use facade::{
 };
 pub use fanout::FanoutObserver;
 pub use filter_source::{FilterOrigin, FilterSources, ResolvedFilter};
-pub use logging::{LogFormat, LogHandle, LogOptions, parse_level};
+pub use logging::{LogFormat, LogHandle, LogOptions, parse_level, use_colour};
 pub use metrics::{DEFAULT_BUCKETS, MetricsRegistry, MetricsRegistryBuilder};
+pub use rounded::Rounded;
 pub use tracing_observer::{METRICS_TARGET, SPAN_TARGET, TracingObserver};
 
 /// The README's examples, compiled and run as doc tests.

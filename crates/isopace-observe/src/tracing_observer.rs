@@ -28,12 +28,13 @@ pub const SPAN_TARGET: &str = "isopace::span";
 ///   message) and, if it has sources, `error.sources` (the chain, outermost first, joined by
 ///   `: `). The
 ///   `tracing` span is never entered, so holding a [`Span`] across `.await` is fine.
-/// - A counter add or histogram observation is a debug event on [`METRICS_TARGET`] with the
-///   fields `name`, `kind` (`counter` or `histogram`), `delta` or `value`, and `attrs`.
-/// - A gauge change is a *trace* event on [`METRICS_TARGET`] (gauges move with every
-///   connection or queued item, too often for debug output) with `name`, `kind` (`gauge`),
-///   `value` for [`Gauge::set`], `delta` for [`Gauge::add`] or `removed=true` for
-///   [`Gauge::remove`], and `attrs`.
+/// - Measurements are *trace* events on [`METRICS_TARGET`]: they come with every request,
+///   connection or queued item, far too often for debug output, and the totals are what a
+///   [`MetricsRegistry`](crate::MetricsRegistry) is for. A counter add or histogram
+///   observation has the fields `name`, `kind` (`counter` or `histogram`), `delta` or
+///   `value`, and `attrs`; a gauge change has `name`, `kind` (`gauge`), `value` for
+///   [`Gauge::set`], `delta` for [`Gauge::add`] or `removed=true` for [`Gauge::remove`], and
+///   `attrs`. Turn them on with the directive `isopace::metrics=trace`.
 /// - [`forget`](Observer::forget) does nothing: there is nothing to drop.
 ///
 /// Attributes are rendered as space-separated `key=value` pairs in one `attrs` field;
@@ -156,14 +157,14 @@ impl TracingSpan {
     }
 }
 
-/// A counter, histogram or gauge that logs each measurement.
+/// A counter, histogram or gauge that logs each measurement at trace level.
 struct Instrument {
     name: String,
 }
 
 impl CounterBackend for Instrument {
     fn add(&self, n: u64, attrs: &[Attr<'_>]) {
-        tracing::debug!(
+        tracing::trace!(
             target: METRICS_TARGET,
             name = %self.name,
             kind = "counter",
@@ -175,7 +176,7 @@ impl CounterBackend for Instrument {
 
 impl HistogramBackend for Instrument {
     fn observe(&self, value: f64, attrs: &[Attr<'_>]) {
-        tracing::debug!(
+        tracing::trace!(
             target: METRICS_TARGET,
             name = %self.name,
             kind = "histogram",

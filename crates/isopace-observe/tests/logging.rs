@@ -1,7 +1,7 @@
 //! The logging builder: levels, formats, directives and live level changes.
 
 use isopace_observe::{Error, LogFormat, LogOptions, parse_level};
-use tracing::Level;
+use tracing::{Instrument as _, Level};
 
 use crate::util::Capture;
 
@@ -249,4 +249,242 @@ fn without_env_filter_target_directives_still_work_and_span_filters_are_refused(
         "the log directive `[request]=debug` needs the `env-filter` feature of isopace-observe, \
          which this build lacks"
     );
+}
+
+/// The lines in `text` without their timestamps: `" INFO component=edge app: started"`.
+fn untimed(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_span_created_below_the_level_names_its_component_once_the_level_is_lowered() {
+    let capture = Capture::default();
+    let (subscriber, handle) = LogOptions {
+        level: Level::ERROR,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Created and entered while `info` is filtered out, as a component deployed under
+    // `error` is.
+    let span = tracing::info_span!("component", component = "edge");
+    let (lowered, wait) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        async move {
+            tracing::info!(target: "app", "hidden at error");
+            wait.await.expect("the level is lowered");
+            tracing::info!(target: "app", "shown at info");
+        }
+        .instrument(span),
+    );
+    tokio::task::yield_now().await;
+    handle
+        .set_level(Level::INFO)
+        .expect("the logger is running");
+    lowered.send(()).expect("the task waits");
+    task.await.expect("the task completes");
+    assert_eq!(
+        untimed(&capture.text()),
+        [" INFO component=edge app: shown at info"],
+        "{}",
+        capture.text()
+    );
+}
+
+#[cfg(feature = "env-filter")]
+#[test]
+fn a_span_directive_raises_the_level_inside_the_spans_it_names() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        level: Level::ERROR,
+        directives: Some("[component{component=edge}]=debug".to_owned()),
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        let edge = tracing::info_span!("component", component = "edge");
+        let core = tracing::info_span!("component", component = "core");
+        edge.in_scope(|| tracing::debug!(target: "app", "edge detail"));
+        core.in_scope(|| tracing::info!(target: "app", "core news"));
+        tracing::info!(target: "app", "host news");
+        edge.in_scope(|| tracing::trace!(target: "app", "edge noise"));
+    });
+    assert_eq!(
+        untimed(&capture.text()),
+        ["DEBUG component=edge app: edge detail"],
+        "{}",
+        capture.text()
+    );
+}
+
+#[test]
+fn text_puts_the_component_after_the_level_once_wherever_it_came_from() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(target: "app", component = "edge", "event field only");
+        let component = tracing::info_span!("component", component = "edge");
+        let lifecycle = tracing::info_span!(
+            parent: &component,
+            "lifecycle",
+            component = "edge",
+            phase = "start"
+        );
+        lifecycle.in_scope(|| tracing::info!(target: "app", bytes = 512_u64, "span only"));
+        lifecycle
+            .in_scope(|| tracing::warn!(target: "app", component = "core", peer = "a b", "both"));
+        tracing::info!(target: "app", attempt = 2, "neither");
+        component.in_scope(|| tracing::info!(target: "app", reason = %"no message"));
+    });
+    assert_eq!(
+        untimed(&capture.text()),
+        [
+            " INFO component=edge app: event field only",
+            " INFO component=edge app: span only bytes=512 phase=start",
+            // The event's own field wins; the span's is not repeated.
+            " WARN component=core app: both peer=\"a b\" phase=start",
+            " INFO app: neither attempt=2",
+            " INFO component=edge app: reason=no message",
+        ],
+        "{}",
+        capture.text()
+    );
+}
+
+#[test]
+fn text_shows_the_source_after_the_target_when_asked() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        source: true,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(
+        subscriber,
+        || tracing::info!(target: "app", component = "edge", "started"),
+    );
+    let text = capture.text();
+    let line = untimed(&text)[0];
+    assert!(
+        line.starts_with(" INFO component=edge app: crates/isopace-observe/tests/logging.rs:")
+            || line.starts_with(" INFO component=edge app: tests/logging.rs:"),
+        "{text}"
+    );
+    assert!(line.ends_with(": started"), "{text}");
+}
+
+#[test]
+fn a_logger_built_with_a_writer_is_never_coloured() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::error!(component = "edge", attempt = 1, "failed")
+    });
+    assert!(!capture.text().contains('\x1b'), "{}", capture.text());
+}
+
+#[cfg(feature = "json")]
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn json_puts_the_component_at_the_top_level_once_wherever_it_came_from() {
+    use serde_json::json;
+
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        format: LogFormat::Json,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(target: "app", component = "edge", "event field only");
+        let component = tracing::info_span!("component", component = "edge");
+        let lifecycle = tracing::info_span!(
+            parent: &component,
+            "lifecycle",
+            component = "edge",
+            phase = "start"
+        );
+        lifecycle.in_scope(
+            || tracing::info!(target: "app", bytes = 512_u64, ok = true, ratio = 0.5, "span only"),
+        );
+        lifecycle.in_scope(|| tracing::warn!(target: "app", component = "core", "both"));
+        tracing::info!(target: "app", attempt = -2, "neither");
+    });
+    let lines = json_lines(&capture.text());
+    let without_time = |mut line: serde_json::Value| {
+        let object = line.as_object_mut().expect("an object");
+        assert!(object.remove("timestamp").is_some_and(|t| t.is_string()));
+        line
+    };
+    let lines: Vec<_> = lines.into_iter().map(without_time).collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"level": "INFO", "component": "edge", "target": "app",
+                   "message": "event field only"}),
+            json!({"level": "INFO", "component": "edge", "target": "app",
+                   "message": "span only", "bytes": 512, "ok": true, "ratio": 0.5,
+                   "span": {"phase": "start"}}),
+            json!({"level": "WARN", "component": "core", "target": "app", "message": "both",
+                   "span": {"phase": "start"}}),
+            json!({"level": "INFO", "target": "app", "message": "neither", "attempt": -2}),
+        ],
+        "{}",
+        capture.text()
+    );
+    // Exactly once, as a top-level key.
+    assert!(
+        capture
+            .text()
+            .lines()
+            .all(|l| l.matches("\"component\"").count() <= 1),
+        "{}",
+        capture.text()
+    );
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn json_escapes_what_it_must_and_nests_span_fields_nearest_first() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        format: LogFormat::Json,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        let outer = tracing::info_span!("outer", attempt = 1_u64, path = "a\\b");
+        let inner = tracing::info_span!(parent: &outer, "inner", attempt = 2_u64, late = tracing::field::Empty);
+        inner.record("late", "now");
+        inner.in_scope(
+            || tracing::error!(target: "app", detail = ?"quote\"d", "line one\nline\ttwo \u{1}"),
+        );
+    });
+    let lines = json_lines(&capture.text());
+    assert_eq!(lines.len(), 1, "{}", capture.text());
+    let line = &lines[0];
+    assert_eq!(line["message"], "line one\nline\ttwo \u{1}");
+    assert_eq!(line["detail"], "\"quote\\\"d\"");
+    assert_eq!(
+        line["span"],
+        serde_json::json!({"attempt": 2, "late": "now", "path": "a\\b"})
+    );
+    assert!(line.get("component").is_none(), "{line}");
 }

@@ -2,7 +2,8 @@
 
 use std::{error::Error as StdError, fmt};
 
-use isopace_observe::{Observer, TracingObserver, attr};
+use isopace_observe::{LogOptions, Observer, TracingObserver, attr};
+use tracing::Level;
 
 use crate::util::Capture;
 
@@ -80,7 +81,7 @@ fn a_failed_span_ends_at_error_level_with_the_error_and_its_sources() {
 }
 
 #[test]
-fn measurements_are_debug_events_with_name_kind_value_and_attributes() {
+fn measurements_are_trace_events_with_name_kind_value_and_attributes() {
     let capture = Capture::default();
     tracing::subscriber::with_default(capture.subscriber(), || {
         let obs = TracingObserver::new();
@@ -91,7 +92,7 @@ fn measurements_are_debug_events_with_name_kind_value_and_attributes() {
     let text = capture.text();
     let metrics = lines_with(&text, "isopace::metrics");
     assert_eq!(metrics.len(), 2, "{text}");
-    assert!(metrics[0].starts_with("DEBUG"), "{text}");
+    assert!(metrics.iter().all(|l| l.starts_with("TRACE")), "{text}");
     assert!(
         metrics[0].ends_with(r#"name=requests kind="counter" delta=3 attrs=outcome=ok peer="a b""#),
         "{text}"
@@ -106,7 +107,7 @@ fn measurements_are_debug_events_with_name_kind_value_and_attributes() {
 fn nothing_is_logged_above_debug_for_a_successful_span() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(Level::INFO)
         .with_ansi(false)
         .with_writer(capture.clone())
         .finish();
@@ -176,22 +177,25 @@ fn gauge_changes_are_trace_events_with_name_kind_value_and_attributes() {
 }
 
 #[test]
-fn gauge_changes_are_silent_at_debug() {
+fn measurements_are_silent_at_debug() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
+    let (subscriber, _handle) = LogOptions {
+        level: Level::DEBUG,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
     tracing::subscriber::with_default(subscriber, || {
         let obs = TracingObserver::new();
+        obs.counter("c").add(1, &[attr("outcome", "ok")]);
+        obs.histogram("h").observe(0.5, &[]);
         let gauge = obs.gauge("active");
         gauge.set(1.0, &[]);
         gauge.add(1.0, &[]);
         gauge.remove(&[]);
-        obs.counter("c").add(1, &[]);
+        tracing::debug!(target: "app", "debug is on");
     });
     let text = capture.text();
-    assert_eq!(text.lines().count(), 1, "only the counter: {text}");
-    assert!(text.contains(r#"kind="counter""#), "{text}");
+    assert_eq!(text.lines().count(), 1, "only the marker: {text}");
+    assert!(text.contains("debug is on"), "{text}");
 }

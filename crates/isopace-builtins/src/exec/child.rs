@@ -10,7 +10,7 @@ use std::{
 };
 
 use isopace_host::Env;
-use isopace_observe::{Counter, attr};
+use isopace_observe::{Counter, Rounded, attr};
 use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
 
@@ -189,12 +189,12 @@ impl Runner {
         let signal = self.config.stop_signal;
         let grace = self.config.stop_grace;
         let deadline = Instant::now() + grace;
-        tracing::info!(pid = child.pid, %signal, ?grace, "stopping the child");
+        tracing::info!(pid = child.pid, %signal, grace = %Rounded(grace), "stopping the child");
         child.tree.signal(signal.number());
         let waited = match tokio::time::timeout_at(deadline, child.process.wait()).await {
             Ok(waited) => waited,
             Err(_) => {
-                tracing::warn!(pid = child.pid, ?grace, %signal, "the child ignored the stop signal; killing it and everything it started");
+                tracing::warn!(pid = child.pid, grace = %Rounded(grace), %signal, "the child ignored the stop signal; killing it and everything it started");
                 child.tree.kill();
                 child.process.wait().await
             }

@@ -1,30 +1,56 @@
 //! The logging builder: a `tracing-subscriber` stack set up from [`LogOptions`], and a
 //! [`LogHandle`] that changes the filter of the running process.
 
-use std::{fmt, io::IsTerminal, str::FromStr, sync::Arc};
+mod fields;
+mod line;
+mod spans;
+
+use std::{ffi::OsStr, fmt, io::IsTerminal, str::FromStr, sync::Arc};
 
 use parking_lot::Mutex;
 use tracing::{Level, Subscriber};
 use tracing_subscriber::{
-    Layer, Registry,
-    filter::ParseError,
-    fmt::MakeWriter,
-    layer::{Layered, SubscriberExt},
-    reload,
+    Registry, filter::ParseError, fmt::MakeWriter, layer::SubscriberExt, reload,
     util::SubscriberInitExt,
 };
 
+use self::{line::Lines, spans::SpansAlways};
 use crate::error::Error;
 
 /// How log records are written.
+///
+/// Both formats name the component a line is about in exactly one place: the event's own
+/// `component` field if it has one, else the `component` field of the nearest enclosing span
+/// (the host's component and lifecycle spans have one). A line about no component has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
-    /// One human-readable line per record.
+    /// One human-readable line per record, in `logfmt` style after the message:
+    ///
+    /// ```text
+    /// 2026-12-01T10:00:00.123456Z  INFO component=edge isopace_host::call: started bytes=512 phase=start
+    /// ```
+    ///
+    /// Timestamp (UTC), level, `component=` when there is one, target, the source
+    /// `file:line:` when [`LogOptions::source`] asks for it, the message, the event's fields,
+    /// then the fields of the enclosing spans (nearest first; each name once, none the event
+    /// has, never `component` again; span names are not shown). A string value is quoted
+    /// only when it is empty or has spaces, quotes, `=` or control characters.
     #[default]
     Text,
-    /// One JSON object per line, event fields at the top level. Needs the `json` feature:
-    /// without it the name still parses, but building a logger with this format fails with
-    /// [`Error::FeatureDisabled`].
+    /// One JSON object per line:
+    ///
+    /// ```text
+    /// {"timestamp":"2026-12-01T10:00:00.123456Z","level":"INFO","component":"edge","target":"isopace_host::call","message":"started","bytes":512,"span":{"phase":"start"}}
+    /// ```
+    ///
+    /// `timestamp`, `level`, `component` (when there is one), `target`, `filename` and
+    /// `line_number` (with [`LogOptions::source`]), `message`, then the event's fields at the
+    /// top level — integers, floats and booleans as JSON numbers and booleans, everything
+    /// else a string — and `span`: one object with the fields of the enclosing spans but
+    /// `component` (nearest first, each name once), left out when empty.
+    ///
+    /// Needs the `json` feature: without it the name still parses, but building a logger with
+    /// this format fails with [`Error::FeatureDisabled`].
     Json,
 }
 
@@ -95,7 +121,20 @@ pub fn parse_level(s: &str) -> Result<Level, Error> {
 ///
 /// Build one with struct update syntax over [`Default`] (info level, text, no source
 /// location, no directives), then [`init`](Self::init) it once at startup, or
-/// [`build_with_writer`](Self::build_with_writer) a subscriber to install yourself.
+/// [`build_with_writer`](Self::build_with_writer) a subscriber to install yourself. The
+/// [`LogFormat`] variants show the lines it writes.
+///
+/// # Spans are always recorded
+///
+/// The level and the directives filter events, never spans: a span is recorded whatever its
+/// level, so a component's span created while the level was `error` still names the
+/// component on every line once the level is lowered through the [`LogHandle`]. The cost is
+/// that every span is created in full (a registry slot and its fields kept for the line
+/// formats) even when no line inside it is written, and the global max-level shortcut of
+/// `tracing` stays at `trace`, so an event below the level costs a cached per-callsite check
+/// instead of a single comparison. Keep spans off hot per-item paths. Span directives
+/// (`[component{component=edge}]=debug`, with the `env-filter` feature) work as in
+/// `RUST_LOG`, for spans created after the directive is set.
 ///
 /// ```
 /// use isopace_observe::{LogFormat, LogOptions};
@@ -122,7 +161,8 @@ pub struct LogOptions {
     pub level: Level,
     /// Text or JSON.
     pub format: LogFormat,
-    /// Whether records carry the source file and line they were logged from.
+    /// Whether records carry the source file and line they were logged from (`file:line:`
+    /// after the target in text, `filename` and `line_number` in JSON).
     pub source: bool,
     /// `RUST_LOG`-style directives (`target=level`, comma-separated) that override
     /// [`level`](Self::level) for the modules they name. Without the `env-filter` feature
@@ -149,17 +189,19 @@ type Filter = tracing_subscriber::EnvFilter;
 #[cfg(not(feature = "env-filter"))]
 type Filter = tracing_subscriber::filter::Targets;
 
-/// The subscriber stack below the formatting layer.
-type Filtered = Layered<reload::Layer<Filter, Registry>, Registry>;
-
 impl LogOptions {
-    /// Installs the process-wide subscriber, writing to standard error (in colour when it is
-    /// a terminal, the format is text and the `ansi` feature is on).
+    /// Installs the process-wide subscriber, writing to standard error — in colour when
+    /// [`use_colour`] says so for it (a terminal, text, the `ansi` feature, no `NO_COLOR`).
     ///
     /// Fails if the directives do not parse, if the format needs a feature this build lacks,
     /// or if a global subscriber is already installed.
     pub fn init(self) -> Result<LogHandle, Error> {
-        let ansi = cfg!(feature = "ansi") && std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR");
+        let ansi = use_colour(
+            std::io::stderr().is_terminal(),
+            no_color.as_deref(),
+            self.format,
+        );
         let (subscriber, handle) = self.build(std::io::stderr, ansi)?;
         subscriber
             .try_init()
@@ -189,29 +231,18 @@ impl LogOptions {
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
+        #[cfg(not(feature = "json"))]
+        if self.format == LogFormat::Json {
+            return Err(Error::FeatureDisabled {
+                option: "JSON log output".to_owned(),
+                feature: "json",
+            });
+        }
         let filter = filter(self.level, self.directives.as_deref())?;
         let (filter, reload) = reload::Layer::new(filter);
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_file(self.source)
-            .with_line_number(self.source);
-        let output: Box<dyn Layer<Filtered> + Send + Sync> = match self.format {
-            LogFormat::Text => Box::new(fmt.with_ansi(ansi).with_writer(writer)),
-            #[cfg(feature = "json")]
-            LogFormat::Json => Box::new(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_ansi(false)
-                    .with_writer(writer),
-            ),
-            #[cfg(not(feature = "json"))]
-            LogFormat::Json => {
-                return Err(Error::FeatureDisabled {
-                    option: "JSON log output".to_owned(),
-                    feature: "json",
-                });
-            }
-        };
-        let subscriber = tracing_subscriber::registry().with(filter).with(output);
+        let subscriber = tracing_subscriber::registry()
+            .with(SpansAlways::new(filter))
+            .with(Lines::new(writer, self.format, ansi, self.source));
         let handle = LogHandle {
             reload,
             state: Arc::new(Mutex::new(FilterState {
@@ -221,6 +252,31 @@ impl LogOptions {
         };
         Ok((subscriber, handle))
     }
+}
+
+/// Whether log lines are coloured: only text, only on a terminal, only with the `ansi`
+/// feature, and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+///
+/// [`LogOptions::init`] asks it about standard error; it is public so a program that sets
+/// up its own output decides the same way.
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use isopace_observe::{LogFormat, use_colour};
+///
+/// let on = cfg!(feature = "ansi");
+/// assert_eq!(use_colour(true, None, LogFormat::Text), on);
+/// assert_eq!(use_colour(true, Some(OsStr::new("")), LogFormat::Text), on);
+/// assert!(!use_colour(true, Some(OsStr::new("1")), LogFormat::Text));
+/// assert!(!use_colour(false, None, LogFormat::Text));
+/// assert!(!use_colour(true, None, LogFormat::Json));
+/// ```
+pub fn use_colour(is_terminal: bool, no_color: Option<&OsStr>, format: LogFormat) -> bool {
+    cfg!(feature = "ansi")
+        && is_terminal
+        && format == LogFormat::Text
+        && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// The filter `<level>,<directives>`, with a bad directive named in the error.
