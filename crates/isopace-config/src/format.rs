@@ -228,8 +228,9 @@ fn parse_yaml(bytes: &[u8], file: Option<&Path>) -> Result<Value, Error> {
     })
 }
 
-/// serde-saphyr's message without its snippet and without the location its default
-/// localizer appends (the location of an alias's definition, a second place, stays).
+/// serde-saphyr's message for a file's author (not for the program's: no "set
+/// DuplicateKeyPolicy"), without its snippet and without the location its default localizer
+/// appends (the location of an alias's definition, a second place, stays).
 #[cfg(feature = "yaml")]
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     struct NoLocation;
@@ -242,7 +243,7 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
             base
         }
     }
-    let formatter = serde_saphyr::DefaultMessageFormatter.with_localizer(&NoLocation);
+    let formatter = serde_saphyr::UserMessageFormatter.with_localizer(&NoLocation);
     e.render_with_options(serde_saphyr::render_options! {
         formatter: &formatter,
         snippets: serde_saphyr::SnippetMode::Off,
@@ -314,6 +315,9 @@ mod tests {
         if cfg!(feature = "yaml") {
             let message = "invalid YAML in c.yaml:2:4: unclosed bracket '['";
             cases.push((Format::Yaml, "a: 1\nb: [1, 2\n", message));
+            let message =
+                "invalid YAML in c.yaml:2:1: duplicate mapping key `a` is not allowed here";
+            cases.push((Format::Yaml, "a: 1\na: 2\n", message));
         }
         for (format, input, expected) in cases {
             let file = format!("c.{}", format.to_string().to_lowercase());
