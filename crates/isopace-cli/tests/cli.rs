@@ -712,7 +712,8 @@ fn the_log_filter_comes_from_the_flags_then_rust_log_then_the_config() {
     let config = dir.path().join("isopace.json");
     fs::write(&config, r#"{"logging": {"level": "error"}}"#).unwrap();
     let config = config.to_str().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)])] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
         // RUST_LOG beats the config file.
         (&["--config", config], &[("RUST_LOG", "info")]),
         // --log-filter beats RUST_LOG, and so does its variable.
