@@ -143,10 +143,13 @@ pub(crate) struct RunArgs {
     pub(crate) deploy: PathBuf,
     #[command(flatten)]
     pub(crate) config: ConfigSource,
-    /// The log level: trace, debug, info, warn or error. Without it, the config's
-    /// `logging.level` applies, else info.
+    /// The log level: trace, debug, info, warn or error. This and --log-filter win over
+    /// RUST_LOG, which wins over the config's `logging.level`; without any of them, info.
     #[arg(long, env = "ISOPACE_LOG_LEVEL", value_parser = isopace_observe::parse_level)]
     pub(crate) log_level: Option<tracing::Level>,
+    /// RUST_LOG-style directives, such as `info,isopace_deploy=debug,hyper=warn`.
+    #[arg(long, env = "ISOPACE_LOG_FILTER", value_name = "DIRECTIVES")]
+    pub(crate) log_filter: Option<String>,
     /// The log format.
     #[arg(long, env = "ISOPACE_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub(crate) log_format: Format,

@@ -208,7 +208,7 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     };
     systemd.stopping();
     tracing::info!(
-        timeout = ?args.shutdown_timeout,
+        timeout = %isopace_observe::Rounded(args.shutdown_timeout),
         "shutting down: stopping components in reverse order"
     );
     let stop = host.stop_within(args.shutdown_timeout);

@@ -404,14 +404,15 @@ impl ScanState {
             let Some(running) = &gone.running else {
                 continue;
             };
-            let heir = self.records.values_mut().zip(&wants).find(|(record, want)| {
-                matches!(want, Want::Parsed)
-                    && record.running.is_none()
-                    && record
-                        .parsed
-                        .as_ref()
-                        .is_ok_and(|d| d.name == running.name)
-            });
+            let heir = self
+                .records
+                .values_mut()
+                .zip(&wants)
+                .find(|(record, want)| {
+                    matches!(want, Want::Parsed)
+                        && record.running.is_none()
+                        && record.parsed.as_ref().is_ok_and(|d| d.name == running.name)
+                });
             if let Some((heir, _)) = heir {
                 let parsed = heir.parsed.as_ref().expect("matched as parsed");
                 heir.running = if running.same_as(parsed) {

@@ -698,7 +698,10 @@ async fn a_rename_that_keeps_the_name_keeps_the_component_or_redeploys_it() {
     f.write("c.json", &probe("alpha", json!({"tag": "v2"})));
     let report = f.scan().await;
     assert_eq!(report.redeployed, ["alpha"], "{report:?}");
-    assert!(report.deployed.is_empty() && report.undeployed.is_empty(), "{report:?}");
+    assert!(
+        report.deployed.is_empty() && report.undeployed.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(f.events(), ["alpha:stop", "alpha:start"]);
     assert_eq!(f.host.status_of("alpha").unwrap().state, State::Running);
 
