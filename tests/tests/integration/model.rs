@@ -278,15 +278,27 @@ impl Model {
                 .collect()
         };
         let (before, after) = (by_name(&self.running), by_name(&running));
+        // A component runs on untouched when its file and descriptor are the same, or when
+        // its file was renamed: the old file is gone, and the file that now has the same
+        // descriptor had nothing running.
+        let continues = |name: &String| match (before.get(name), after.get(name)) {
+            (Some((was_in, was)), Some((now_in, now))) => {
+                was == now
+                    && (was_in == now_in
+                        || !self.files.contains_key(was_in)
+                            && !self.running.contains_key(now_in))
+            }
+            _ => false,
+        };
         let started = after
-            .iter()
-            .filter(|(name, now)| before.get(*name) != Some(now))
-            .map(|(name, _)| name.clone())
+            .keys()
+            .filter(|name| !continues(name))
+            .cloned()
             .collect();
         let stopped = before
-            .iter()
-            .filter(|(name, was)| after.get(*name) != Some(was))
-            .map(|(name, _)| name.clone())
+            .keys()
+            .filter(|name| !continues(name))
+            .cloned()
             .collect();
         self.running = running;
         Expected {
