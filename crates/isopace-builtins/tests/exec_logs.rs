@@ -58,7 +58,11 @@ async fn stdout_and_stderr_lines_are_logged_with_the_component_and_stream() {
 
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     let line = |text: &str, stream: &str| {
-        let level = if stream == "stderr" { " WARN " } else { " INFO " };
+        let level = if stream == "stderr" {
+            " WARN "
+        } else {
+            " INFO "
+        };
         log.lines().any(|l| {
             l.contains(r#"component{component="worker"}"#)
                 && l.contains(&format!("{text} stream=\"{stream}\""))

@@ -446,7 +446,7 @@ impl Registry {
             deprecations.extend(migration(descriptor)?);
         }
         for deprecation in &deprecations {
-            tracing::warn!("{deprecation}");
+            tracing::warn!(component = descriptor.name.as_str(), "{deprecation}");
         }
         let restart = &descriptor.restart;
         if !deprecations.is_empty() && restart.max_backoff < restart.backoff {
