@@ -133,7 +133,12 @@ pub(crate) enum Command {
     /// Print the completion script for SHELL, to load from the shell's startup files.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff), to install in a `man1/` directory.
-    Man,
+    Man {
+        /// Write a page for the command and one for each subcommand (`isopace-run.1`, ...)
+        /// into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

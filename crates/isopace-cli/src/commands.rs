@@ -6,7 +6,7 @@ use isopace_config::{Config, LoadOptions};
 use isopace_deploy::{Registry, ValidateOptions};
 
 use crate::{
-    EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE, cli,
+    EXIT_FAILURE, EXIT_INVALID_CONFIG, EXIT_OK, EXIT_USAGE, cli,
     cli::{ConfigArgs, ConfigCommand, ConfigSource, Identity, ValidateArgs},
 };
 
@@ -145,10 +145,22 @@ pub(crate) fn completions(identity: &Identity, shell: clap_complete::Shell) -> u
     EXIT_OK
 }
 
-/// `isopace man`: the page lists the subcommands; each one's `--help` has its flags.
-pub(crate) fn man(identity: &Identity) -> u8 {
-    let (command, mut page) = (cli::command(identity), Vec::new());
-    let man = clap_mangen::Man::new(command.disable_help_subcommand(true));
+/// `isopace man [--dir DIR]`: the command's page, or a page for it and each subcommand in `dir`.
+pub(crate) fn man(identity: &Identity, dir: Option<&Path>) -> u8 {
+    let command = cli::command(identity).disable_help_subcommand(true);
+    if let Some(dir) = dir {
+        if let Err(e) = clap_mangen::generate_to(command, dir) {
+            eprintln!(
+                "{}: cannot write man pages in {}: {e}",
+                identity.name,
+                dir.display()
+            );
+            return EXIT_FAILURE;
+        }
+        return EXIT_OK;
+    }
+    let mut page = Vec::new();
+    let man = clap_mangen::Man::new(command);
     man.render(&mut page).expect("a Vec takes every write");
     print_out(&String::from_utf8_lossy(&page));
     EXIT_OK

@@ -141,7 +141,7 @@ impl App {
             }
             cli::Command::Config(args) => commands::config(&name, &args, &flags),
             cli::Command::Completions { shell } => commands::completions(&self.identity, shell),
-            cli::Command::Man => commands::man(&self.identity),
+            cli::Command::Man { dir } => commands::man(&self.identity, dir.as_deref()),
         };
         ExitCode::from(code)
     }

@@ -201,3 +201,35 @@ fn a_config_parse_error_names_the_file_line_and_column_once() {
         }
     }
 }
+
+#[test]
+fn man_dir_writes_a_page_for_the_command_and_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(&["man", "--dir", dir.path().to_str().unwrap()], None);
+    assert!(out.status.success(), "{out:?}");
+    let page = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap();
+    assert!(page("isopace.1").contains(".TH isopace 1 "));
+    for sub in SUBCOMMANDS {
+        let text = page(&format!("isopace-{sub}.1"));
+        assert!(text.contains(&format!(".TH isopace-{sub} 1 ")), "{text}");
+    }
+    // The flags of `run` are on its own page.
+    let run = page("isopace-run.1");
+    for flag in [
+        "\\-\\-deploy",
+        "\\-\\-log\\-filter",
+        "\\-\\-shutdown\\-timeout",
+    ] {
+        assert!(run.contains(flag), "no {flag} in\n{run}");
+    }
+    // Nested subcommands get theirs too.
+    assert!(page("isopace-config-get.1").contains("isopace\\-config\\-get"));
+
+    let missing = dir.path().join("missing/man1");
+    let out = output(&["man", "--dir", missing.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("cannot write man pages in"),
+        "{out:?}"
+    );
+}
