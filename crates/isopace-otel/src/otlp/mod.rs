@@ -176,10 +176,11 @@ impl Otlp {
     /// [`Otlp::from_env`] with the `OTEL_*` variables read through `var` (shaped like
     /// [`std::env::var`]) instead of the process environment.
     ///
-    /// Variables the SDK reads by itself and that only tune it (`OTEL_BSP_*`,
-    /// `OTEL_METRIC_EXPORT_*`, the attributes other than `service.name` in
-    /// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*_COMPRESSION`) still come from the
-    /// process environment.
+    /// The SDK and the exporter also read some variables by themselves, from the process
+    /// environment whatever `var` says: `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_*`, the attributes
+    /// other than `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+    /// `OTEL_EXPORTER_OTLP_*_COMPRESSION`, and the `OTEL_EXPORTER_OTLP_*HEADERS`, which they
+    /// add to the headers `var` gave.
     pub fn from_vars(
         default_service_name: &str,
         var: impl Fn(&str) -> Result<String, std::env::VarError>,
