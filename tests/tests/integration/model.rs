@@ -285,8 +285,7 @@ impl Model {
             (Some((was_in, was)), Some((now_in, now))) => {
                 was == now
                     && (was_in == now_in
-                        || !self.files.contains_key(was_in)
-                            && !self.running.contains_key(now_in))
+                        || !self.files.contains_key(was_in) && !self.running.contains_key(now_in))
             }
             _ => false,
         };
