@@ -3,6 +3,7 @@
 mod config;
 #[cfg(target_os = "linux")]
 mod congestion;
+mod connect;
 mod relay;
 mod serve;
 #[cfg(target_os = "linux")]
@@ -27,17 +28,21 @@ use serve::{Shared, serve};
 /// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
 ///
 /// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
-/// the write side of the other, so half-closed protocols work. When a side fails instead
+/// the write side of the other, so half-closed protocols work (once both sides have finished,
+/// closing the sockets ends the streams). When a side fails instead
 /// (resets, say), the proxy resets both, so a peer never takes a cut-off stream for a
 /// complete one. A connection that cannot reach the upstream within `connect_timeout` is
 /// closed and counted as failed.
 ///
-/// On Linux the bytes move with `splice(2)` through a kernel pipe, so they are not copied
-/// through user space. Pipes come from a process-wide pool of at most 64 and are held only
-/// while bytes are in flight; without a free pipe, on other systems, or when `SIGPIPE` is not
-/// ignored (Rust programs ignore it; a splice into a closed socket would raise it), bytes go
-/// through a 64 KiB buffer. The two directions run as separate tasks, so a busy connection
-/// can use two cores.
+/// Short exchanges go through a 16 KiB buffer, held only while bytes are in hand, with both
+/// directions of a connection in one task: a short connection costs few system calls and no
+/// hand-over between threads. A direction whose read fills that buffer is a bulk transfer: on
+/// Linux its bytes then move with `splice(2)` through a kernel pipe, so they are not copied
+/// through user space, and the upstream-to-client direction moves to a task of its own, so a
+/// busy connection can use two cores. Pipes come from a process-wide pool of at most 64 and
+/// are held only while bytes are in flight; without a free pipe, on other systems, or when
+/// `SIGPIPE` is not ignored as the proxy starts (Rust programs ignore it; a splice into a
+/// closed socket would raise it), bulk bytes go through a 64 KiB buffer.
 ///
 /// At `max_connections`, the proxy stops accepting until a connection closes: further
 /// clients wait in the kernel's accept backlog (and are refused by the kernel only when

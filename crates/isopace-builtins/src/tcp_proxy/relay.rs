@@ -23,9 +23,9 @@ use tokio::{
     time::Instant,
 };
 
-use super::serve::Shared;
 #[cfg(target_os = "linux")]
 use super::{congestion, splice};
+use super::{connect::connect, serve::Shared};
 
 /// Counts a connection as active while it lives, however it ends (even when aborted).
 struct Active<'a>(&'a Shared);
@@ -47,18 +47,18 @@ impl Drop for Active<'_> {
     }
 }
 
+/// Relays one accepted connection. `client_nodelay` says the client socket already has
+/// `TCP_NODELAY`, inherited from the listener.
 pub(super) async fn relay(
     client: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    client_nodelay: bool,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _active = Active::new(&shared);
     let started = Instant::now();
-    let connect = tokio::time::timeout(
-        shared.connect_timeout,
-        TcpStream::connect(shared.upstream.as_str()),
-    );
+    let connect = tokio::time::timeout(shared.connect_timeout, connect(&shared.upstream));
     let upstream = match connect.await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => return shared.connect_failed("connect", peer, &e),
@@ -71,9 +71,11 @@ pub(super) async fn relay(
         started.elapsed().as_secs_f64(),
         &[attr("component", &*shared.component)],
     );
-    // Small request/response exchanges should not wait for Nagle's algorithm at the proxy.
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
+    // Small request/response exchanges should not wait for Nagle's algorithm at the proxy;
+    // the upstream socket has it from `connect`.
+    if !client_nodelay {
+        let _ = client.set_nodelay(true);
+    }
     #[cfg(target_os = "linux")]
     if let Some(name) = &shared.congestion_control {
         for socket in [&client, &upstream] {
@@ -136,9 +138,17 @@ impl Activity {
 
 /// Copies both ways until both sides have finished sending, or one fails.
 ///
-/// The upstream-to-client direction runs as a task of its own, so on a multi-threaded
-/// runtime the two directions of a busy connection move bytes on two cores at once. It is
-/// aborted when this future ends or is dropped (an idle timeout, or the drain deadline).
+/// Both directions start in the connection's task, reading through a small buffer: a short
+/// exchange costs no task switch, no pipe and no wake-up of another worker. A direction
+/// whose read fills that buffer carries a bulk transfer: from then on it moves bytes with
+/// `splice(2)` where it can, and the upstream-to-client direction moves to a task of its own,
+/// so on a multi-threaded runtime the two directions of a busy connection move bytes on two
+/// cores at once. That task is aborted when this future ends or is dropped (an idle timeout,
+/// or the drain deadline).
+///
+/// The first direction to reach end of stream shuts down the write side of the other socket,
+/// so half-closed protocols work; the second does not need to: both ways are done then, and
+/// closing the sockets sends the FIN.
 ///
 /// When either direction fails (a peer resets, say), both sockets close with a reset rather
 /// than a FIN, so neither peer can take a truncated stream for a complete one; the same
@@ -149,32 +159,144 @@ async fn relay_bytes(
     shared: &Arc<Shared>,
     activity: &Arc<Activity>,
 ) -> io::Result<()> {
-    let failed = Arc::new(AtomicBool::new(false));
+    let ends = Arc::new(Ends::default());
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
-    let mut back = BackTask {
-        from: upstream_read,
-        to: Sink::new(client_write, &failed, shared),
-        _live: Live::new(shared),
+    let mut forth = Direction {
+        from: client_read,
+        to: Sink::new(upstream_write, &ends, shared),
+        tally: Tally::new(shared, "to_upstream"),
+        activity: Arc::clone(activity),
     };
-    let tally = Tally::new(shared, "to_client");
-    let back_activity = Arc::clone(activity);
-    let back = AbortOnDrop(tokio::spawn(async move {
-        copy(&mut back.from, &mut back.to, &tally, &back_activity).await
-    }));
-    let mut from = client_read;
-    let mut to = Sink::new(upstream_write, &failed, shared);
-    let tally = Tally::new(shared, "to_upstream");
-    let forth = copy(&mut from, &mut to, &tally, activity);
-    tokio::try_join!(forth, back.join())?;
+    let back = Direction {
+        from: upstream_read,
+        to: Sink::new(client_write, &ends, shared),
+        tally: Tally::new(shared, "to_client"),
+        activity: Arc::clone(activity),
+    };
+    tokio::try_join!(forth.run(), back.run_then_spawn(shared))?;
     Ok(())
 }
 
-/// What the upstream-to-client task owns, dropped in field order: the halves first, then the
-/// count that lets stop return.
-struct BackTask {
+/// What the two directions of one connection know of each other.
+#[derive(Default)]
+struct Ends {
+    /// Set when a direction fails: both sinks then close with a reset.
+    failed: AtomicBool,
+    /// Set by the first direction to reach end of stream.
+    one_ended: AtomicBool,
+}
+
+/// One direction of a connection: what it reads, what it writes to, and its counters.
+struct Direction {
     from: OwnedReadHalf,
     to: Sink,
+    tally: Tally,
+    activity: Arc<Activity>,
+}
+
+/// How far a direction got through [`Direction::short`].
+enum Progress {
+    /// The peer finished sending, and the end was passed on.
+    Ended,
+    /// A read filled the buffer: the rest goes through [`Direction::bulk`].
+    Bulk,
+}
+
+impl Direction {
+    /// Relays until end of stream, in the current task.
+    async fn run(&mut self) -> io::Result<()> {
+        let result = match self.short().await {
+            Ok(Progress::Ended) => Ok(()),
+            Ok(Progress::Bulk) => self.bulk().await,
+            Err(e) => Err(e),
+        };
+        self.failed_if(result)
+    }
+
+    /// Relays until end of stream; once a transfer turns out bulk, in a task of its own.
+    async fn run_then_spawn(mut self, shared: &Arc<Shared>) -> io::Result<()> {
+        match self.short().await {
+            Ok(Progress::Ended) => return Ok(()),
+            Ok(Progress::Bulk) => {}
+            Err(e) => return self.failed_if(Err(e)),
+        }
+        let mut task = BackTask {
+            direction: self,
+            _live: Live::new(shared),
+        };
+        AbortOnDrop(tokio::spawn(async move {
+            let result = task.direction.bulk().await;
+            task.direction.failed_if(result)
+        }))
+        .join()
+        .await
+    }
+
+    /// On an error, marks the connection failed, so both sinks close with a reset.
+    fn failed_if(&self, result: io::Result<()>) -> io::Result<()> {
+        if result.is_err() {
+            self.to.ends.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Relays short exchanges through a small buffer, held only while bytes are in hand.
+    ///
+    /// A read that returns less than asked drained the socket: the runtime then waits for
+    /// the next readiness event instead of trying again at once.
+    async fn short(&mut self) -> io::Result<Progress> {
+        loop {
+            // Waiting first means a direction that is not sending holds no buffer.
+            self.from.as_ref().readable().await?;
+            let mut buffer = Vec::with_capacity(SHORT);
+            let n = self.from.read_buf(&mut buffer).await?;
+            if n == 0 {
+                self.end().await?;
+                return Ok(Progress::Ended);
+            }
+            self.to.half().write_all(&buffer).await?;
+            self.activity.touch();
+            self.tally.add(n as u64);
+            if n == SHORT {
+                return Ok(Progress::Bulk);
+            }
+        }
+    }
+
+    /// Relays the rest of a bulk transfer, with `splice(2)` where it can.
+    async fn bulk(&mut self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.to.shared.splice {
+            let (tally, activity) = (&self.tally, &self.activity);
+            splice::relay(self.from.as_ref(), self.to.half(), |n| {
+                activity.touch();
+                tally.add(n);
+            })
+            .await?;
+            return self.end().await;
+        }
+        copy_buffered(&mut self.from, self.to.half(), &self.tally, &self.activity).await?;
+        self.end().await
+    }
+
+    /// At end of stream from `from`: the first direction to get there shuts down the write
+    /// side of `to`. The second leaves it: the peer of `to` has finished sending too, so
+    /// closing the socket sends the FIN, one system call fewer.
+    async fn end(&mut self) -> io::Result<()> {
+        if self.to.ends.one_ended.swap(true, Ordering::AcqRel) {
+            self.to.close_when_dropped();
+            Ok(())
+        } else {
+            self.to.half().shutdown().await
+        }
+    }
+}
+
+/// The upstream-to-client direction once it runs as a task, dropped in field order: the
+/// halves first, then the count that lets stop return.
+struct BackTask {
+    direction: Direction,
     _live: Live,
 }
 
@@ -201,15 +323,15 @@ impl Drop for Live {
 /// FIN, which would tell the peer the stream ended cleanly.
 struct Sink {
     half: Option<OwnedWriteHalf>,
-    failed: Arc<AtomicBool>,
+    ends: Arc<Ends>,
     shared: Arc<Shared>,
 }
 
 impl Sink {
-    fn new(half: OwnedWriteHalf, failed: &Arc<AtomicBool>, shared: &Arc<Shared>) -> Self {
+    fn new(half: OwnedWriteHalf, ends: &Arc<Ends>, shared: &Arc<Shared>) -> Self {
         Sink {
             half: Some(half),
-            failed: Arc::clone(failed),
+            ends: Arc::clone(ends),
             shared: Arc::clone(shared),
         }
     }
@@ -217,14 +339,22 @@ impl Sink {
     fn half(&mut self) -> &mut OwnedWriteHalf {
         self.half
             .as_mut()
-            .expect("a sink holds its half until dropped")
+            .expect("a sink holds its half until dropped or closed")
+    }
+
+    /// Lets go of the half without the shutdown its drop would make: the socket closes, with
+    /// a FIN, once its read half is gone too.
+    fn close_when_dropped(&mut self) {
+        if let Some(half) = self.half.take() {
+            half.forget();
+        }
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
         let Some(half) = self.half.take() else { return };
-        if self.failed.load(Ordering::Acquire) || self.shared.cut_off.load(Ordering::Relaxed) {
+        if self.ends.failed.load(Ordering::Acquire) || self.shared.cut_off.load(Ordering::Relaxed) {
             reset_on_close(half.as_ref());
             // The socket closes, with the reset, once its read half is gone too.
             half.forget();
@@ -270,44 +400,15 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Per direction; larger buffers measured no faster on loopback, smaller ones slower.
+/// The buffer of a short exchange; a read that fills it starts a bulk transfer. A request
+/// or response of a few kilobytes stays short.
+const SHORT: usize = 16 * 1024;
+/// The buffer of a bulk transfer that cannot be spliced; larger buffers measured no faster
+/// on loopback, smaller ones slower.
 const BUFFER: usize = 64 * 1024;
 
-/// Copies `from` to `to` until EOF, then shuts down the write side of `to`. On an error, marks
-/// the connection failed, so both sinks close with a reset.
-async fn copy(
-    from: &mut OwnedReadHalf,
-    to: &mut Sink,
-    tally: &Tally,
-    activity: &Activity,
-) -> io::Result<()> {
-    let result = copy_until_eof(from, to.half(), tally, activity).await;
-    if result.is_err() {
-        to.failed.store(true, Ordering::Release);
-    }
-    result
-}
-
-async fn copy_until_eof(
-    from: &mut OwnedReadHalf,
-    to: &mut OwnedWriteHalf,
-    tally: &Tally,
-    activity: &Activity,
-) -> io::Result<()> {
-    // Waiting first means a connection that never sends costs no buffer in that direction.
-    from.as_ref().readable().await?;
-    #[cfg(target_os = "linux")]
-    if splice::available() {
-        return splice::relay(from.as_ref(), to, |n| {
-            activity.touch();
-            tally.add(n);
-        })
-        .await;
-    }
-    copy_buffered(from, to, tally, activity).await
-}
-
-/// [`copy`] through a buffer in user space, where `splice(2)` cannot be used.
+/// Copies `from` to `to` through a buffer in user space, until `from` reaches end of stream;
+/// where `splice(2)` cannot be used.
 pub(super) async fn copy_buffered<R, W>(
     from: &mut R,
     to: &mut W,
@@ -322,7 +423,7 @@ where
     loop {
         let n = from.read(&mut buffer).await?;
         if n == 0 {
-            return to.shutdown().await;
+            return Ok(());
         }
         to.write_all(&buffer[..n]).await?;
         activity.touch();

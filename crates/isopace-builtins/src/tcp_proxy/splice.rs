@@ -50,7 +50,8 @@ static PIPES: AtomicUsize = AtomicUsize::new(0);
 /// Set when the kernel refuses to splice a socket (some sandboxes): every relay copies.
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether relays may splice: only while `SIGPIPE` is ignored. A splice into a socket the
+/// Whether relays may splice: only while `SIGPIPE` is ignored. A proxy asks once, when it
+/// starts, not on every connection. A splice into a socket the
 /// peer has closed raises it (unlike `send`, which the runtime calls with `MSG_NOSIGNAL`), and
 /// a handler would run on every reset connection. Rust programs ignore it from the start; a
 /// program embedding this library might not.
@@ -211,8 +212,8 @@ enum Fill {
     Unsure,
 }
 
-/// Moves bytes from `from` to `to` until `from` reaches end of stream, then shuts down the
-/// write side of `to`. Calls `moved` with each batch delivered to `to`.
+/// Moves bytes from `from` to `to` until `from` reaches end of stream; the caller passes the
+/// end on. Calls `moved` with each batch delivered to `to`.
 ///
 /// A batch goes through a pooled pipe with `splice(2)`; when no pipe is free, and to settle
 /// what an empty splice means, it is read into a buffer and written instead.
@@ -288,7 +289,7 @@ where
             buffer.resize(wanted, 0);
         }
         match from.try_read(&mut buffer) {
-            Ok(0) => return to.shutdown().await,
+            Ok(0) => return Ok(()),
             Ok(n) => {
                 to.write_all(&buffer[..n]).await?;
                 moved(n as u64);

@@ -142,6 +142,122 @@ async fn a_hundred_clients_get_exactly_their_bytes_back() {
     }
 }
 
+/// An upstream that takes one connection and hands it to `script`.
+async fn scripted_upstream<F, Fut>(script: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        script(stream).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_finishes_sending_first_still_gets_the_whole_answer() {
+    // The upstream answers only once the request has ended, and then closes.
+    let (upstream, served) = scripted_upstream(|mut stream| async move {
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"the whole request");
+        stream.write_all(b"an answer, ").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stream.write_all(&[9; 100_000]).await.unwrap();
+    })
+    .await;
+    let metrics = MetricsRegistry::new();
+    let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"the whole request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+        .await
+        .expect("the answer ends")
+        .expect("with a FIN, not a reset");
+    assert_eq!(&answer[..11], b"an answer, ");
+    assert!(
+        answer[11..] == [9; 100_000],
+        "the bulk of the answer differs"
+    );
+    served.await.unwrap();
+    stop(&mut proxy, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_finishes_sending_first_still_gets_the_whole_request() {
+    // The upstream greets and ends its side at once, then reads the client to the end.
+    let (got, request) = tokio::sync::oneshot::channel();
+    let (upstream, served) = scripted_upstream(|mut stream| async move {
+        stream.write_all(b"hello, then nothing more").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).await.unwrap();
+        let _ = got.send(request);
+    })
+    .await;
+    let metrics = MetricsRegistry::new();
+    let (mut proxy, env, addr) = proxy(upstream, json!({}), &metrics).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut greeting = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut greeting))
+        .await
+        .expect("the upstream's end reaches the client")
+        .unwrap();
+    assert_eq!(greeting, b"hello, then nothing more");
+    // The client may still send: small, then bulk, then its own end.
+    let bulk: Vec<u8> = (0..300_000_u32).map(|i| (i % 241) as u8).collect();
+    client.write_all(b"still here; ").await.unwrap();
+    client.write_all(&bulk).await.unwrap();
+    client.shutdown().await.unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the client's end reaches the upstream")
+        .unwrap();
+    assert_eq!(&request[..12], b"still here; ");
+    assert!(request[12..] == bulk, "the bulk of the request differs");
+    served.await.unwrap();
+    stop(&mut proxy, &env).await;
+}
+
+#[tokio::test]
+async fn a_refused_upstream_connect_ends_the_client_stream_cleanly() {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics = MetricsRegistry::new();
+    let (mut proxy, env, addr) = proxy(refusing, json!({}), &metrics).await;
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut sink = [0; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut sink))
+            .await
+            .expect("the proxy closes the client");
+        assert_eq!(read.expect("a FIN, not a reset"), 0);
+    }
+    stop(&mut proxy, &env).await;
+    let failed = r#"tcp_proxy_connections_failed_total{component="edge",reason="connect"}"#;
+    assert_eq!(sample(&metrics, failed), Some(3.0));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    // The proxy sets TCP_NODELAY once, on its listener, and relies on Linux copying it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    assert!(super::serve::inherit_nodelay(&listener));
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let (accepted, _) = accepted.unwrap();
+    assert!(accepted.nodelay().unwrap());
+    drop(client);
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -282,7 +398,10 @@ async fn the_buffered_copy_relays_until_eof_and_counts() {
     let (mut source, mut echo_write) = (&data[..], echo_write);
     let tally = Tally::new(&shared, "to_upstream");
     let activity = Activity::new(false);
-    let send = copy_buffered(&mut source, &mut echo_write, &tally, &activity);
+    let send = async {
+        copy_buffered(&mut source, &mut echo_write, &tally, &activity).await?;
+        echo_write.shutdown().await
+    };
     let mut back = Vec::new();
     let (sent, received) = tokio::join!(send, async {
         let mut echo_read = echo_read;
