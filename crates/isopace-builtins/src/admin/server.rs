@@ -172,12 +172,14 @@ impl Server {
                     Ok(stream) => {
                         let (router, timeouts) = (self.router.clone(), self.timeouts);
                         let closing = closing.clone();
-                        connections.spawn(async move {
+                        // In the component's span, as every line a component causes is.
+                        let serve = async move {
                             match stream {
                                 Stream::Tcp(s) => connection(s, router, timeouts, closing).await,
                                 Stream::Unix(s) => connection(s, router, timeouts, closing).await,
                             }
-                        });
+                        };
+                        connections.spawn(tracing::Instrument::in_current_span(serve));
                     }
                     Err(e) => {
                         if due(&mut warned_accept) {
