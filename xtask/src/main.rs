@@ -16,7 +16,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci      fmt, clippy, test, doc and the tidy checks, stopping at the first failure
   tidy    only the tidy checks (also run by `cargo test -p xtask`)
-  bench   every criterion benchmark, then BENCHMARKS.md (extra arguments go to criterion)";
+  bench   every criterion benchmark and the measurements through the release binary, then
+          BENCHMARKS.md (extra arguments go to criterion; `bench --binary-only` runs only
+          the measurements through the binary and prints their rows)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

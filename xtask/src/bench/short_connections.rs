@@ -56,7 +56,7 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
             .arg("run")
             .arg("--deploy")
             .arg(&deploy)
-            .args(["--log-level", "warn", "--scan-interval", "1h"])
+            .args(["--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
     )?;
@@ -70,20 +70,27 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
 
     let mut record = json!({"clients": CLIENTS, "counted": COUNTED});
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_cpu, mut their_cpu) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        ours.push(connections_per_second(proxied, ROUND)?);
-        if let Some((_, addr)) = &haproxy {
-            theirs.push(connections_per_second(*addr, ROUND)?);
+        let (rate, cpu) = connections_per_second(proxied, proxy.id(), ROUND)?;
+        ours.push(rate);
+        our_cpu.push(cpu);
+        if let Some((daemon, addr)) = &haproxy {
+            let (rate, cpu) = connections_per_second(*addr, daemon.id(), ROUND)?;
+            theirs.push(rate);
+            their_cpu.push(cpu);
         }
     }
-    let rate = median(ours);
+    let (rate, cpu) = (median(ours), median(our_cpu));
     record["connections_per_second"] = rate.round().into();
-    print!("tcp-proxy: {rate:.0} short connections/s ({CLIENTS} clients)");
+    record["cpu_us_per_connection"] = round2(cpu).into();
+    print!("tcp-proxy: {rate:.0} short connections/s ({CLIENTS} clients), CPU {cpu:.1} us each");
     if haproxy.is_some() {
-        let theirs = median(theirs);
+        let (theirs, cpu) = (median(theirs), median(their_cpu));
         record["haproxy_connections_per_second"] = theirs.round().into();
+        record["haproxy_cpu_us_per_connection"] = round2(cpu).into();
         println!(
-            "; haproxy (nbthread 1) {theirs:.0}/s; ratio {:.2}",
+            "; haproxy (nbthread 1) {theirs:.0}/s, CPU {cpu:.1} us each; ratio {:.2}",
             rate / theirs
         );
     } else {
@@ -157,8 +164,14 @@ fn short_connection(addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-/// Short connections completed per second by [`CLIENTS`] clients over `duration`.
-fn connections_per_second(addr: SocketAddr, duration: Duration) -> Result<f64, String> {
+/// Short connections completed per second by [`CLIENTS`] clients over `duration`, and the
+/// CPU time process `pid` (the proxy) spent on each, in microseconds.
+fn connections_per_second(
+    addr: SocketAddr,
+    pid: u32,
+    duration: Duration,
+) -> Result<(f64, f64), String> {
+    let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
     let deadline = started + duration;
     let clients: Vec<_> = (0..CLIENTS)
@@ -180,7 +193,32 @@ fn connections_per_second(addr: SocketAddr, duration: Duration) -> Result<f64, S
             .map_err(|_| "a client thread panicked".to_owned())?
             .map_err(|e| format!("a short connection through {addr} failed: {e}"))?;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(pid)? - cpu_before;
+    Ok((
+        total as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64,
+    ))
+}
+
+/// The user and system CPU time of process `pid` so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    /// The unit of those times: `USER_HZ`, 100 on Linux.
+    const TICKS_PER_SECOND: u64 = 100;
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    // The fields after the parenthesised name start at the state (field 3); utime and stime
+    // are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok(Duration::from_millis(
+            (user + system) * 1000 / TICKS_PER_SECOND,
+        )),
+        _ => Err(format!("{path} has no CPU times")),
+    }
 }
 
 /// haproxy in front of `upstream` (`mode tcp`, one thread, in the foreground), and the
@@ -230,16 +268,20 @@ fn syscalls_per_connection(
         thread::sleep(elapsed);
         Ok(())
     })?;
-    let mut calls: Vec<(String, f64)> = busy
+    let during: Vec<(String, u64)> = busy
         .into_iter()
         .map(|(name, n)| {
             let n = n.saturating_sub(idle.get(&name).copied().unwrap_or(0));
-            (name, round2(n as f64 / COUNTED as f64))
+            (name, n)
         })
-        .filter(|&(_, per)| per > 0.0)
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    let total = during.iter().map(|(_, n)| n).sum::<u64>() as f64 / COUNTED as f64;
+    let mut calls: Vec<(String, f64)> = during
+        .into_iter()
+        .map(|(name, n)| (name, round2(n as f64 / COUNTED as f64)))
         .collect();
     calls.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let total = calls.iter().map(|(_, per)| per).sum();
     Ok((total, calls))
 }
 
