@@ -6,9 +6,7 @@ use std::{io, net::SocketAddr};
 
 use tokio::net::TcpStream;
 
-/// Connects to `upstream` (`host:port`, resolved anew), trying each address in turn, with
-/// `TCP_NODELAY` set: small request/response exchanges should not wait for Nagle's algorithm
-/// at the proxy.
+/// Connects to `upstream` (`host:port`, resolved anew), trying each address in turn.
 pub(super) async fn connect(upstream: &str) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in tokio::net::lookup_host(upstream).await? {
@@ -27,9 +25,7 @@ pub(super) async fn connect(upstream: &str) -> io::Result<TcpStream> {
 
 #[cfg(not(target_os = "linux"))]
 async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    TcpStream::connect(addr).await
 }
 
 #[cfg(target_os = "linux")]
@@ -48,7 +44,7 @@ async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// A non-blocking socket with `TCP_NODELAY`, its connect to `addr` started.
+/// A non-blocking socket with `TCP_INQ`, its connect to `addr` started.
 #[cfg(target_os = "linux")]
 fn start(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
     use std::os::fd::{AsRawFd, FromRawFd};
@@ -70,7 +66,7 @@ fn start(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
     }
     // SAFETY: `fd` is a socket just created that nothing else owns; the stream closes it.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    stream.set_nodelay(true)?;
+    super::inq::enable(&stream);
     let rc = match addr {
         SocketAddr::V4(v4) => {
             let raw = libc::sockaddr_in {

@@ -4,6 +4,8 @@ mod config;
 #[cfg(target_os = "linux")]
 mod congestion;
 mod connect;
+#[cfg(target_os = "linux")]
+mod inq;
 mod relay;
 mod serve;
 #[cfg(target_os = "linux")]

@@ -24,7 +24,7 @@ use tokio::{
 };
 
 #[cfg(target_os = "linux")]
-use super::{congestion, splice};
+use super::{congestion, inq, splice};
 use super::{connect::connect, serve::Shared};
 
 /// Counts a connection as active while it lives, however it ends (even when aborted).
@@ -71,11 +71,6 @@ pub(super) async fn relay(
         started.elapsed().as_secs_f64(),
         &[attr("component", &*shared.component)],
     );
-    // Small request/response exchanges should not wait for Nagle's algorithm at the proxy;
-    // the upstream socket has it from `connect`.
-    if !client_nodelay {
-        let _ = client.set_nodelay(true);
-    }
     #[cfg(target_os = "linux")]
     if let Some(name) = &shared.congestion_control {
         for socket in [&client, &upstream] {
@@ -86,7 +81,7 @@ pub(super) async fn relay(
     }
 
     let activity = Arc::new(Activity::new(shared.idle_timeout.is_some()));
-    let both = relay_bytes(client, upstream, &shared, &activity);
+    let both = relay_bytes(client, client_nodelay, upstream, &shared, &activity);
     let result = match shared.idle_timeout {
         None => both.await,
         Some(limit) => tokio::select! {
@@ -155,6 +150,7 @@ impl Activity {
 /// when the drain deadline cuts the connection off.
 async fn relay_bytes(
     client: TcpStream,
+    client_nodelay: bool,
     upstream: TcpStream,
     shared: &Arc<Shared>,
     activity: &Arc<Activity>,
@@ -164,13 +160,13 @@ async fn relay_bytes(
     let (upstream_read, upstream_write) = upstream.into_split();
     let mut forth = Direction {
         from: client_read,
-        to: Sink::new(upstream_write, &ends, shared),
+        to: Sink::new(upstream_write, false, &ends, shared),
         tally: Tally::new(shared, "to_upstream"),
         activity: Arc::clone(activity),
     };
     let back = Direction {
         from: upstream_read,
-        to: Sink::new(client_write, &ends, shared),
+        to: Sink::new(client_write, client_nodelay, &ends, shared),
         tally: Tally::new(shared, "to_client"),
         activity: Arc::clone(activity),
     };
@@ -243,18 +239,23 @@ impl Direction {
 
     /// Relays short exchanges through a small buffer, held only while bytes are in hand.
     ///
-    /// A read that returns less than asked drained the socket: the runtime then waits for
-    /// the next readiness event instead of trying again at once.
+    /// A read that drained the socket is not followed by one that finds it empty: the
+    /// relay waits for the next readiness event instead (on Linux, `TCP_INQ` says when a
+    /// read drained it; elsewhere a read that returns less than asked is taken to).
     async fn short(&mut self) -> io::Result<Progress> {
         loop {
             // Waiting first means a direction that is not sending holds no buffer.
             self.from.as_ref().readable().await?;
             let mut buffer = Vec::with_capacity(SHORT);
+            #[cfg(target_os = "linux")]
+            let n = inq::read_some(self.from.as_ref(), &mut buffer).await?;
+            #[cfg(not(target_os = "linux"))]
             let n = self.from.read_buf(&mut buffer).await?;
             if n == 0 {
                 self.end().await?;
                 return Ok(Progress::Ended);
             }
+            self.to.before_write();
             self.to.half().write_all(&buffer).await?;
             self.activity.touch();
             self.tally.add(n as u64);
@@ -266,6 +267,7 @@ impl Direction {
 
     /// Relays the rest of a bulk transfer, with `splice(2)` where it can.
     async fn bulk(&mut self) -> io::Result<()> {
+        self.to.before_write();
         #[cfg(target_os = "linux")]
         if self.to.shared.splice {
             let (tally, activity) = (&self.tally, &self.activity);
@@ -323,17 +325,34 @@ impl Drop for Live {
 /// FIN, which would tell the peer the stream ended cleanly.
 struct Sink {
     half: Option<OwnedWriteHalf>,
+    /// Whether the socket has `TCP_NODELAY`: small request/response exchanges should not
+    /// wait for Nagle's algorithm at the proxy. Nagle holds a write back only while an
+    /// earlier one is unacknowledged, so a socket without it gets it before its second write,
+    /// and a connection that writes once costs no system call for it.
+    nodelay: bool,
+    written: bool,
     ends: Arc<Ends>,
     shared: Arc<Shared>,
 }
 
 impl Sink {
-    fn new(half: OwnedWriteHalf, ends: &Arc<Ends>, shared: &Arc<Shared>) -> Self {
+    fn new(half: OwnedWriteHalf, nodelay: bool, ends: &Arc<Ends>, shared: &Arc<Shared>) -> Self {
         Sink {
             half: Some(half),
+            nodelay,
+            written: false,
             ends: Arc::clone(ends),
             shared: Arc::clone(shared),
         }
+    }
+
+    /// Called before each write: sets `TCP_NODELAY` before the second.
+    fn before_write(&mut self) {
+        if self.written && !self.nodelay {
+            self.nodelay = true;
+            let _ = self.half().as_ref().set_nodelay(true);
+        }
+        self.written = true;
     }
 
     fn half(&mut self) -> &mut OwnedWriteHalf {
@@ -455,5 +474,39 @@ impl Tally {
                 attr("direction", self.direction),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use isopace_host::Env;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sink_gets_nodelay_before_its_second_write() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = serde_json::json!({"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"});
+        let env = Env::new(
+            isopace_config::Config::default(),
+            Arc::new(isopace_observe::MetricsRegistry::new()),
+        );
+        let shared = Arc::new(Shared::new(
+            "edge",
+            &serde_json::from_value(config).unwrap(),
+            &env,
+        ));
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_read, write) = stream.into_split();
+        let mut sink = Sink::new(write, false, &Arc::new(Ends::default()), &shared);
+        let nodelay = |sink: &mut Sink| sink.half().as_ref().nodelay().unwrap();
+        assert!(!nodelay(&mut sink));
+        sink.before_write();
+        assert!(!nodelay(&mut sink), "a first write cannot be held back");
+        sink.before_write();
+        assert!(nodelay(&mut sink));
     }
 }

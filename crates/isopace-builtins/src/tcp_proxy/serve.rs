@@ -168,6 +168,8 @@ pub(super) async fn serve(
     env: Env,
 ) {
     let client_nodelay = inherit_nodelay(&listener);
+    #[cfg(target_os = "linux")]
+    super::inq::enable(&listener);
     let mut connections = JoinSet::new();
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut last_saturation_log: Option<Instant> = None;

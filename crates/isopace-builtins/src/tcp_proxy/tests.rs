@@ -258,6 +258,35 @@ async fn accepted_sockets_inherit_nodelay_from_the_listener() {
     drop(client);
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn accepted_sockets_inherit_tcp_inq_from_the_listener() {
+    use std::os::fd::AsRawFd;
+
+    // The short reads of the relay rely on it to tell a drained socket from one stopped at
+    // urgent data.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    assert!(super::inq::enable(&listener));
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let (accepted, _) = accepted.unwrap();
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the `c_int` we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            accepted.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_INQ,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    assert_eq!(value, 1);
+    drop(client);
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -502,6 +531,20 @@ async fn urgent_data_neither_stalls_nor_truncates_a_connection() {
         .expect("the echo finishes")
         .unwrap();
     assert_eq!(back, b"firstlast");
+    drop(stream);
+
+    // ...nor when bytes before and after it arrive together, with nothing after them.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(echo_once(&mut stream, b"open").await, b"open");
+    stream.write_all(b"before").await.unwrap();
+    send_urgent(&stream, b'Z');
+    stream.write_all(b"after").await.unwrap();
+    let mut back = [0; 11];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("the bytes after the urgent byte arrive without more traffic")
+        .unwrap();
+    assert_eq!(&back, b"beforeafter");
     drop(stream);
     stop(&mut proxy, &env).await;
 }
