@@ -61,10 +61,11 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
             .stdout(Stdio::null()),
     )?;
     proxy.wait_listening(proxied)?;
-    let mut haproxy = if on_path("haproxy") {
-        Some(start_haproxy(dir.path(), upstream)?)
+    // Without haproxy, why: its rows say so and do not count.
+    let haproxy = if on_path("haproxy") {
+        start_haproxy(dir.path(), upstream).map_err(|e| format!("haproxy did not start: {e}"))
     } else {
-        None
+        Err("haproxy not installed".to_owned())
     };
     let not_installed = |tool: &str| Value::from(format!("{tool} not installed"));
 
@@ -75,7 +76,7 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
         let (rate, cpu) = connections_per_second(proxied, proxy.id(), ROUND)?;
         ours.push(rate);
         our_cpu.push(cpu);
-        if let Some((daemon, addr)) = &haproxy {
+        if let Ok((daemon, addr)) = &haproxy {
             let (rate, cpu) = connections_per_second(*addr, daemon.id(), ROUND)?;
             theirs.push(rate);
             their_cpu.push(cpu);
@@ -85,7 +86,7 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
     record["connections_per_second"] = rate.round().into();
     record["cpu_us_per_connection"] = round2(cpu).into();
     print!("tcp-proxy: {rate:.0} short connections/s ({CLIENTS} clients), CPU {cpu:.1} us each");
-    if haproxy.is_some() {
+    if haproxy.is_ok() {
         let (theirs, cpu) = (median(theirs), median(their_cpu));
         record["haproxy_connections_per_second"] = theirs.round().into();
         record["haproxy_cpu_us_per_connection"] = round2(cpu).into();
@@ -93,34 +94,38 @@ pub(super) fn run(isopace: &Path, target: &Path) -> Result<(), String> {
             "; haproxy (nbthread 1) {theirs:.0}/s, CPU {cpu:.1} us each; ratio {:.2}",
             rate / theirs
         );
-    } else {
-        record["haproxy_connections_per_second"] = not_installed("haproxy");
-        println!("; haproxy not installed");
+    } else if let Err(why) = &haproxy {
+        record["haproxy_connections_per_second"] = why.as_str().into();
+        println!("; {why}");
     }
 
-    if on_path("strace") {
-        let (per, calls) = syscalls_per_connection(proxy.id(), proxied, dir.path())?;
-        println!(
-            "tcp-proxy: {per:.1} system calls per short connection: {}",
-            top(&calls)
-        );
-        record["syscalls_per_connection"] = round2(per).into();
-        record["syscalls"] = json!(calls);
-        if let Some((daemon, addr)) = &mut haproxy {
-            let (per, calls) = syscalls_per_connection(daemon.id(), *addr, dir.path())?;
-            println!(
-                "haproxy:   {per:.1} system calls per short connection: {}",
-                top(&calls)
-            );
-            record["haproxy_syscalls_per_connection"] = round2(per).into();
-            record["haproxy_syscalls"] = json!(calls);
-        } else {
-            record["haproxy_syscalls_per_connection"] = not_installed("haproxy");
+    // Counting needs ptrace, which some sandboxes refuse: then the rows say why.
+    let counted = |key: &str, name: &str, pid: u32, addr: SocketAddr, record: &mut Value| {
+        match syscalls_per_connection(pid, addr, dir.path()) {
+            Ok((per, calls)) => {
+                println!(
+                    "{name}: {per:.1} system calls per short connection: {}",
+                    top(&calls)
+                );
+                record[format!("{key}syscalls_per_connection")] = round2(per).into();
+                record[format!("{key}syscalls")] = json!(calls);
+            }
+            Err(e) => {
+                println!("{name}: system calls not counted: {e}");
+                record[format!("{key}syscalls_per_connection")] = format!("strace: {e}").into();
+            }
         }
-    } else {
+    };
+    if !on_path("strace") {
         println!("system calls per connection not counted: strace not installed");
         record["syscalls_per_connection"] = not_installed("strace");
         record["haproxy_syscalls_per_connection"] = not_installed("strace");
+    } else {
+        counted("", "tcp-proxy", proxy.id(), proxied, &mut record);
+        match &haproxy {
+            Ok((daemon, addr)) => counted("haproxy_", "haproxy  ", daemon.id(), *addr, &mut record),
+            Err(why) => record["haproxy_syscalls_per_connection"] = why.as_str().into(),
+        }
     }
     drop(haproxy);
     drop(proxy);
