@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use isopace_observe::attr;
+use isopace_observe::{Rounded, attr};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{
@@ -22,6 +22,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+use tracing::Instrument as _;
 
 #[cfg(target_os = "linux")]
 use super::{congestion, inq, splice};
@@ -63,7 +64,7 @@ pub(super) async fn relay(
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => return shared.connect_failed("connect", peer, &e),
         Err(_) => {
-            let e = format!("no connection within {:?}", shared.connect_timeout);
+            let e = format!("no connection within {}", Rounded(shared.connect_timeout));
             return shared.connect_failed("timeout", peer, &e);
         }
     };
@@ -87,7 +88,7 @@ pub(super) async fn relay(
         Some(limit) => tokio::select! {
             result = both => result,
             () = activity.idle_for(limit) => {
-                tracing::debug!(%peer, idle = ?limit, "closing an idle connection");
+                tracing::debug!(%peer, idle = %Rounded(limit), "closing an idle connection");
                 Ok(())
             }
         },
@@ -221,12 +222,13 @@ impl Direction {
             direction: self,
             _live: Live::new(shared),
         };
-        AbortOnDrop(tokio::spawn(async move {
+        let bulk = async move {
             let result = task.direction.bulk().await;
             task.direction.failed_if(result)
-        }))
-        .join()
-        .await
+        };
+        AbortOnDrop(tokio::spawn(bulk.in_current_span()))
+            .join()
+            .await
     }
 
     /// On an error, marks the connection failed, so both sinks close with a reset.

@@ -17,6 +17,7 @@ use tokio::{
     task::JoinSet,
     time::Instant,
 };
+use tracing::Instrument as _;
 
 use super::{TcpProxyConfig, relay::relay};
 
@@ -204,7 +205,9 @@ pub(super) async fn serve(
             accepted = listener.accept(), if permit.is_some() => match accepted {
                 Ok((client, peer)) => {
                     let permit = permit.take();
-                    connections.spawn(relay(client, peer, Arc::clone(&shared), client_nodelay, permit));
+                    // In the component's span, as every line a component causes is.
+                    let relay = relay(client, peer, Arc::clone(&shared), client_nodelay, permit);
+                    connections.spawn(relay.in_current_span());
                 }
                 Err(e) => {
                     // Usually out of file descriptors: pause rather than spin.

@@ -294,10 +294,14 @@ async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
         .local_addr()
         .unwrap();
     let metrics = MetricsRegistry::new();
+    let logs = isopace_testkit::LogCapture::install();
     let (mut proxy, env, addr) = proxy(dead, json!({}), &metrics).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     assert!(closed_soon(&mut client).await);
     stop(&mut proxy, &env).await;
+    // The warning, logged by the connection's task, names the component.
+    let warning = logs.find("edge", "refused").expect("a warning about the component");
+    assert!(warning.message().contains("cannot reach the upstream"));
     let failed = r#"tcp_proxy_connections_failed_total{component="edge",reason="connect"}"#;
     assert_eq!(sample(&metrics, failed), Some(1.0));
     assert_eq!(
