@@ -300,7 +300,9 @@ async fn an_unreachable_upstream_closes_the_client_and_counts_a_failure() {
     assert!(closed_soon(&mut client).await);
     stop(&mut proxy, &env).await;
     // The warning, logged by the connection's task, names the component.
-    let warning = logs.find("edge", "refused").expect("a warning about the component");
+    let warning = logs
+        .find("edge", "refused")
+        .expect("a warning about the component");
     assert!(warning.message().contains("cannot reach the upstream"));
     let failed = r#"tcp_proxy_connections_failed_total{component="edge",reason="connect"}"#;
     assert_eq!(sample(&metrics, failed), Some(1.0));
