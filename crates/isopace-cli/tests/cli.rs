@@ -771,3 +771,27 @@ fn a_config_level_under_a_flag_is_ignored_and_said_once_per_change() {
     assert_eq!(ignored(&daemon), 2, "{}", daemon.log().join("\n"));
     assert!(!daemon.log_has("tick-tock"), "{}", daemon.log().join("\n"));
 }
+
+#[test]
+fn validate_warns_of_deprecated_fields_where_the_file_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.json");
+    fs::write(
+        &file,
+        "{\"name\": \"w\", \"type\": \"exec\",\n \"config\": {\"command\": [\"/bin/sleep\", \"1\"],\n   \"restart\": \"always\", \"max_restarts\": 3}}\n",
+    )
+    .unwrap();
+    let output = isopace()
+        .args(["validate", "--no-preflight"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let file = file.display();
+    let expected = format!(
+        "warning: {file}:3:15: field `config.restart`: deprecated; use `restart.policy`\n\
+         warning: {file}:3:41: field `config.max_restarts`: deprecated; use `restart.max_restarts`\n"
+    );
+    assert_eq!(stderr, expected);
+}

@@ -94,6 +94,10 @@ pub enum ErrorKind {
     /// unfit for this machine (its program does not exist, its address cannot be bound).
     /// Errors reject the descriptor like any problem; warnings are only reported.
     Preflight(crate::Severity),
+    /// A field the type deprecated: it still works, moved to what replaced it. Only
+    /// [`validate_dir_with`](crate::validate_dir_with) reports it, as a warning (the
+    /// deployer logs it).
+    Deprecated,
     /// The factory refused to build the component.
     Build,
     /// The component was built but failed to start.

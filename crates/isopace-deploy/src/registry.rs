@@ -433,6 +433,19 @@ impl Registry {
         &self,
         descriptor: &mut Descriptor,
     ) -> Result<Vec<Deprecation>, DescriptorError> {
+        let deprecations = self.migrate_quietly(descriptor)?;
+        for deprecation in &deprecations {
+            tracing::warn!(component = descriptor.name.as_str(), "{deprecation}");
+        }
+        Ok(deprecations)
+    }
+
+    /// [`migrate`](Self::migrate) without the log lines, for a caller that reports the
+    /// deprecations itself.
+    fn migrate_quietly(
+        &self,
+        descriptor: &mut Descriptor,
+    ) -> Result<Vec<Deprecation>, DescriptorError> {
         if descriptor.migrated {
             return Ok(Vec::new());
         }
@@ -444,9 +457,6 @@ impl Registry {
             .flatten()
         {
             deprecations.extend(migration(descriptor)?);
-        }
-        for deprecation in &deprecations {
-            tracing::warn!(component = descriptor.name.as_str(), "{deprecation}");
         }
         let restart = &descriptor.restart;
         if !deprecations.is_empty() && restart.max_backoff < restart.backoff {
@@ -475,6 +485,41 @@ impl Registry {
         let mut descriptor = Descriptor::from_bytes(file, bytes, env)?;
         self.migrate(&mut descriptor)?;
         Ok(descriptor)
+    }
+
+    /// [`parse`](Self::parse) for a validation: each deprecation is returned as a warning of
+    /// kind [`ErrorKind::Deprecated`] that names the field and where the file writes it,
+    /// instead of a log line.
+    pub(crate) fn parse_for_validation(
+        &self,
+        file: &Path,
+        bytes: &[u8],
+        env: &dyn Lookup,
+    ) -> Result<(Descriptor, Vec<DescriptorError>), DescriptorError> {
+        let mut descriptor = Descriptor::from_bytes(file, bytes, env)?;
+        let original = self
+            .migrations
+            .contains_key(&descriptor.type_name)
+            .then(|| descriptor.clone());
+        let deprecations = self.migrate_quietly(&mut descriptor)?;
+        let warnings = deprecations
+            .into_iter()
+            .map(|d| {
+                let at = original.as_ref().and_then(|original| {
+                    let inside = d.field.strip_prefix("config.")?;
+                    preflight::field_at(original, inside)
+                });
+                let mut message = format!("deprecated; use `{}`", d.replacement);
+                if d.overridden {
+                    message.push_str(" (ignored here: the descriptor sets it itself)");
+                }
+                DescriptorError::new(file, ErrorKind::Deprecated)
+                    .at_maybe(at)
+                    .field(d.field)
+                    .message(message)
+            })
+            .collect();
+        Ok((descriptor, warnings))
     }
 
     /// The descriptor with its type's migrations applied: itself when they have run or

@@ -690,7 +690,8 @@ pub struct Validation {
     /// What `run` would reject, in file order: the directory is invalid unless it is empty.
     pub problems: Vec<DescriptorError>,
     /// What may not work here and now ([`Severity::Warning`](crate::Severity::Warning)
-    /// findings of the preflight checks, such as an address in use), in file order.
+    /// findings of the preflight checks, such as an address in use) and deprecated fields
+    /// ([`ErrorKind::Deprecated`]), in file order.
     pub warnings: Vec<DescriptorError>,
 }
 
@@ -721,10 +722,14 @@ pub fn validate_dir_with(
         let parsed = match meta {
             _ if file_name.to_str().is_none() => Err(non_utf8_name(&path)),
             Err(e) => Err(DescriptorError::io(&path, e)),
-            Ok(_) => read_limited(&path).and_then(|bytes| registry.parse(&path, &bytes, &env)),
+            Ok(_) => read_limited(&path)
+                .and_then(|bytes| registry.parse_for_validation(&path, &bytes, &env)),
         };
         let descriptor = match parsed {
-            Ok(d) => d,
+            Ok((d, deprecations)) => {
+                found.warnings.extend(deprecations);
+                d
+            }
             Err(e) => {
                 found.problems.push(e);
                 continue;
