@@ -488,3 +488,61 @@ fn json_escapes_what_it_must_and_nests_span_fields_nearest_first() {
     );
     assert!(line.get("component").is_none(), "{line}");
 }
+
+#[cfg(feature = "json")]
+#[test]
+fn json_never_repeats_a_key_an_event_field_shares_with_the_line() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        format: LogFormat::Json,
+        source: true,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("component", phase = "start");
+        span.in_scope(|| {
+            tracing::info!(
+                target: "app",
+                timestamp = 7,
+                level = "debug",
+                r#target = "db",
+                filename = "a.txt",
+                line_number = 3,
+                span = "inner",
+                "log level changed"
+            )
+        });
+    });
+    let text = capture.text();
+    // Each key once, as the line's own: a JSON reader keeps only one of a repeated key.
+    for key in [
+        "\"timestamp\":",
+        "\"level\":",
+        "\"target\":",
+        "\"filename\":",
+        "\"line_number\":",
+        "\"span\":",
+    ] {
+        assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+    }
+    let line = &json_lines(&text)[0];
+    assert_eq!(line["level"], "INFO", "{text}");
+    assert_eq!(line["target"], "app", "{text}");
+    assert_eq!(
+        line["span"],
+        serde_json::json!({"phase": "start"}),
+        "{text}"
+    );
+    assert!(line["timestamp"].is_string(), "{text}");
+    assert!(line["line_number"].is_u64(), "{text}");
+    assert_ne!(line["filename"], "a.txt", "{text}");
+    // The event's fields are kept, under a name of their own.
+    assert_eq!(line["fields.timestamp"], 7, "{text}");
+    assert_eq!(line["fields.level"], "debug", "{text}");
+    assert_eq!(line["fields.target"], "db", "{text}");
+    assert_eq!(line["fields.filename"], "a.txt", "{text}");
+    assert_eq!(line["fields.line_number"], 3, "{text}");
+    assert_eq!(line["fields.span"], "inner", "{text}");
+}

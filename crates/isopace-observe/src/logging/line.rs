@@ -111,6 +111,9 @@ where
             }
             _ => match self.format {
                 LogFormat::Text => text_field(fields, self.ansi, name, &value),
+                LogFormat::Json if self.json_key_taken(name) => {
+                    json_field(fields, &format!("fields.{name}"), &value)
+                }
                 LogFormat::Json => json_field(fields, name, &value),
             },
         }));
@@ -199,6 +202,16 @@ where
         }
         if message.is_empty() && line.len() > start {
             line.remove(start);
+        }
+    }
+
+    /// Whether a JSON line has a key `name` of its own, which an event field of that name
+    /// must not repeat: a reader keeps one value of a repeated key, often the last.
+    fn json_key_taken(&self, name: &str) -> bool {
+        match name {
+            "timestamp" | "level" | "target" | "span" => true,
+            "filename" | "line_number" => self.source,
+            _ => false,
         }
     }
 

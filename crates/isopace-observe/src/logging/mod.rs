@@ -47,7 +47,10 @@ pub enum LogFormat {
     /// `line_number` (with [`LogOptions::source`]), `message`, then the event's fields at the
     /// top level — integers, floats and booleans as JSON numbers and booleans, everything
     /// else a string — and `span`: one object with the fields of the enclosing spans but
-    /// `component` (nearest first, each name once), left out when empty.
+    /// `component` (nearest first, each name once), left out when empty. An event field
+    /// named like one of the line's own keys (`timestamp`, `level`, `target`, `span`, and
+    /// `filename` and `line_number` with [`LogOptions::source`]) is written as
+    /// `fields.<name>` (`"fields.level":"debug"`), so no key appears twice.
     ///
     /// Needs the `json` feature: without it the name still parses, but building a logger with
     /// this format fails with [`Error::FeatureDisabled`].
