@@ -68,6 +68,15 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     .init()
     {
         Ok(log) => log,
+        // The filter is the operator's configuration, like a value of any other flag.
+        Err(e @ isopace_observe::Error::InvalidDirective { .. }) => {
+            let from = match origin {
+                FilterOrigin::RustLog => "RUST_LOG",
+                _ => "--log-filter (ISOPACE_LOG_FILTER)",
+            };
+            eprintln!("{}: {from}: {}", app.identity.name, error_chain(&e));
+            return EXIT_INVALID_CONFIG;
+        }
         Err(e) => {
             eprintln!("{}: {}", app.identity.name, error_chain(&e));
             return EXIT_FAILURE;

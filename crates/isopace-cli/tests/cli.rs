@@ -795,3 +795,26 @@ fn validate_warns_of_deprecated_fields_where_the_file_writes_them() {
     );
     assert_eq!(stderr, expected);
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_a_configuration_error_naming_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = "--log-filter (ISOPACE_LOG_FILTER)";
+    let cases: [(&[&str], (&str, &str), &str); 3] = [
+        (&["--log-filter", "info,hyper=loud"], ("", ""), flag),
+        (&[], ("ISOPACE_LOG_FILTER", "info,hyper=loud"), flag),
+        (&[], ("RUST_LOG", "info,hyper=loud"), "RUST_LOG"),
+    ];
+    for (args, (var, value), from) in cases {
+        let mut cmd = isopace();
+        cmd.args(["run", "--deploy"]).arg(dir.path()).args(args);
+        if !var.is_empty() {
+            cmd.env(var, value);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{args:?} {var}: {stderr}");
+        let said = format!("isopace: {from}: invalid log directive `hyper=loud`");
+        assert!(stderr.starts_with(&said), "{args:?} {var}: {stderr}");
+    }
+}
