@@ -546,3 +546,35 @@ fn json_never_repeats_a_key_an_event_field_shares_with_the_line() {
     assert_eq!(line["fields.line_number"], 3, "{text}");
     assert_eq!(line["fields.span"], "inner", "{text}");
 }
+
+#[test]
+fn text_escapes_what_a_terminal_would_act_on() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("component", component = "edge", peer = %"\x1b]0;title\x07");
+        span.in_scope(|| {
+            tracing::warn!(
+                target: "app",
+                output = %"\x1b[31mred\x1b[0m",
+                error = ?"\u{9b}2J",
+                quoted = "a\x1bb",
+                "child says \x1b[2J\x08\x0c\x7f bye"
+            )
+        });
+    });
+    let text = capture.text();
+    for control in ['\x1b', '\x07', '\x08', '\x0c', '\x7f', '\u{9b}'] {
+        assert!(!text.contains(control), "{control:?} in {text:?}");
+    }
+    let line = untimed(&text)[0];
+    assert_eq!(
+        line,
+        " WARN component=edge app: child says \\x1b[2J\\x08\\x0c\\x7f bye \
+         output=\\x1b[31mred\\x1b[0m error=\"\\u{9b}2J\" quoted=\"a\\u{1b}b\" \
+         peer=\\x1b]0;title\\x07",
+        "{text:?}"
+    );
+}

@@ -188,7 +188,7 @@ where
             });
         }
         line.push(' ');
-        line.push_str(message);
+        let _ = TerminalEscape(line).write_str(message);
         // Each field starts with a space; without a message the first one is not needed.
         let start = line.len();
         line.push_str(fields);
@@ -324,8 +324,36 @@ fn text_field(out: &mut String, ansi: bool, name: &str, value: &FieldValue<'_>) 
     match value {
         FieldValue::Str(s) => push_text(out, s),
         other => {
-            let _ = other.write_plain(out);
+            let _ = other.write_plain(&mut TerminalEscape(out));
         }
+    }
+}
+
+/// Escapes, in text, the control characters a terminal acts on (ESC, BEL, BS, FF, DEL and
+/// the C1 controls), as `\x1b` or `\u{9b}`: a logged value, such as a child's output, must
+/// not restyle or rewrite the screen of an operator reading the log.
+struct TerminalEscape<'a>(&'a mut String);
+
+impl std::fmt::Write for TerminalEscape<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let acts = |c: char| {
+            matches!(
+                c,
+                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+            )
+        };
+        if !s.contains(acts) {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        for c in s.chars() {
+            match c {
+                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+                c if acts(c) => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => self.0.push(c),
+            }
+        }
+        Ok(())
     }
 }
 

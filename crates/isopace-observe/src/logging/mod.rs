@@ -34,7 +34,9 @@ pub enum LogFormat {
     /// `file:line:` when [`LogOptions::source`] asks for it, the message, the event's fields,
     /// then the fields of the enclosing spans (nearest first; each name once, none the event
     /// has, never `component` again; span names are not shown). A string value is quoted
-    /// only when it is empty or has spaces, quotes, `=` or control characters.
+    /// only when it is empty or has spaces, quotes, `=` or control characters. In the message
+    /// and the other values, the control characters a terminal acts on (ESC, BEL, BS, FF, DEL,
+    /// the C1 controls) are escaped (`\x1b`), so logged input cannot restyle the screen.
     #[default]
     Text,
     /// One JSON object per line:
