@@ -118,6 +118,21 @@ const STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // The isopace-otel README's examples of the `otlp` feature: the workspace test builds
+    // them without it, as empty programs.
+    Step {
+        name: "doctest otel",
+        args: &[
+            "test",
+            "-p",
+            "isopace-otel",
+            "--features",
+            "otlp",
+            "--locked",
+            "--doc",
+        ],
+        env: &[],
+    },
     Step {
         name: "doc",
         args: &[
