@@ -28,7 +28,14 @@
 //! # }
 //! ```
 
-use std::{fmt::Write as _, time::Duration};
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use isopace_host::{Host, State, WeakHost};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -106,6 +113,11 @@ impl Signals {
 pub struct Systemd {
     enabled: bool,
     watchdog: Option<Duration>,
+    /// Whether `READY=1` was sent: a reload before it is no reload to systemd.
+    ready: Arc<AtomicBool>,
+    /// Where the messages go instead of `NOTIFY_SOCKET`, in tests.
+    #[cfg(test)]
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Systemd {
@@ -120,6 +132,9 @@ impl Systemd {
         Systemd {
             enabled,
             watchdog: watchdog.filter(|_| enabled),
+            ready: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
+            socket: None,
         }
     }
 
@@ -135,16 +150,23 @@ impl Systemd {
 
     /// `READY=1`: startup (or a reload) finished.
     pub fn ready(&self) {
+        self.ready.store(true, Ordering::Release);
         self.send(&[Message::Ready]);
     }
 
     /// `RELOADING=1` with `MONOTONIC_USEC=` now, as `Type=notify-reload` expects. Call
-    /// [`Reloading::done`] when the reload finished, which sends `READY=1`.
+    /// [`Reloading::done`] when the reload finished, which sends `READY=1`. Before the first
+    /// [`ready`](Self::ready) neither is sent: systemd still waits for startup, and a
+    /// `READY=1` from the reload would end that wait early.
     #[must_use = "a reload ends with `done()`, which tells systemd the daemon is ready again"]
     pub fn reloading(&self) -> Reloading {
-        self.send(&[Message::Reloading]);
+        let started = self.ready.load(Ordering::Acquire);
+        if started {
+            self.send(&[Message::Reloading]);
+        }
         Reloading {
             systemd: self.clone(),
+            started,
         }
     }
 
@@ -234,6 +256,15 @@ impl Systemd {
                     Message::Status(_) => {}
                 }
             }
+            #[cfg(test)]
+            if let Some(path) = &self.socket {
+                let text: String = states.iter().map(|s| format!("{s}\n")).collect();
+                let socket = std::os::unix::net::UnixDatagram::unbound().expect("a socket");
+                socket
+                    .send_to(text.as_bytes(), path)
+                    .expect("the test's socket takes it");
+                return;
+            }
             if let Err(e) = sd_notify::notify(&states) {
                 tracing::warn!(error = %e, "cannot notify systemd");
             }
@@ -245,13 +276,18 @@ impl Systemd {
 #[derive(Debug)]
 pub struct Reloading {
     systemd: Systemd,
+    /// Whether `RELOADING=1` was sent.
+    started: bool,
 }
 
 impl Reloading {
     /// `READY=1`: the reload finished (whether or not all of it succeeded: failures are in
-    /// the logs and the components' status).
+    /// the logs and the components' status). Nothing when the reload began before startup
+    /// finished.
     pub fn done(self) {
-        self.systemd.ready();
+        if self.started {
+            self.systemd.ready();
+        }
     }
 }
 
@@ -301,4 +337,78 @@ pub fn summary<'a>(components: impl IntoIterator<Item = (&'a str, State)>) -> St
         }
     }
     line
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    /// A [`Systemd`] that sends to a socket of the test's, and that socket.
+    fn systemd(dir: &std::path::Path) -> (Systemd, UnixDatagram) {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut systemd = Systemd::from_env();
+        systemd.enabled = true;
+        systemd.socket = Some(path);
+        (systemd, socket)
+    }
+
+    fn received(socket: &UnixDatagram) -> Vec<String> {
+        let mut buf = [0; 512];
+        let mut all = Vec::new();
+        while let Ok(n) = socket.recv(&mut buf) {
+            all.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        all
+    }
+
+    #[test]
+    fn a_reload_before_startup_finished_tells_systemd_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (systemd, socket) = systemd(dir.path());
+        systemd.reloading().done();
+        assert!(received(&socket).is_empty(), "no READY=1 before startup's");
+
+        systemd.ready();
+        let reload = systemd.reloading();
+        reload.done();
+        let messages = received(&socket);
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[0], "READY=1\n");
+        assert!(
+            messages[1].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{messages:?}"
+        );
+        assert_eq!(messages[2], "READY=1\n");
+    }
+
+    #[test]
+    fn a_status_line_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (systemd, socket) = systemd(dir.path());
+        systemd.status("two\nlines");
+        assert_eq!(received(&socket), ["STATUS=two lines\n"]);
+    }
+
+    #[test]
+    fn the_summary_counts_states_and_names_at_most_three_failed() {
+        use State::*;
+        assert_eq!(summary([]), "0 components");
+        assert_eq!(summary([("a", Running)]), "1 component: 1 running");
+        let line = summary([
+            ("a", Failed),
+            ("b", Running),
+            ("c", Failed),
+            ("d", Backoff),
+            ("e", Failed),
+            ("f", Failed),
+        ]);
+        assert_eq!(
+            line,
+            "6 components: 1 running, 1 backoff, 4 failed (a, c, e, +1 more)"
+        );
+    }
 }
