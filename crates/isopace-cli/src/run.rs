@@ -112,10 +112,17 @@ async fn run_async(app: App, args: RunArgs, flags: &[String]) -> u8 {
     );
     let observer = FanoutObserver::new(vec![Arc::new(TracingObserver), Arc::new(metrics.clone())]);
     #[cfg(feature = "otel")]
-    let Ok((observer, otlp)) = isopace_otel::otlp::from_env(&app.identity.name, observer)
-        .inspect_err(|e| tracing::error!(error = %error_chain(e), "cannot export over OTLP"))
-    else {
-        return EXIT_INVALID_CONFIG;
+    let (observer, otlp) = match isopace_otel::otlp::from_env(&app.identity.name, observer) {
+        Ok(built) => built,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot export over OTLP");
+            let broken = matches!(e, isopace_otel::otlp::Error::Runtime(_));
+            return if broken {
+                EXIT_FAILURE
+            } else {
+                EXIT_INVALID_CONFIG
+            };
+        }
     };
     let host = Host::builder()
         .config(config.clone())
