@@ -348,7 +348,7 @@ fn a_killed_daemons_grandchildren_are_killed_by_the_next_start(cgroups: &str) {
         leftovers.process(pid);
     }
     assert_eq!(grandchildren.len(), 2);
-    let in_cgroup = first.log_has("containment=a cgroup per child");
+    let in_cgroup = first.log_has("containment=\"a cgroup per child");
     if cgroups == "off" {
         assert!(!in_cgroup, "{}", first.log().join("\n"));
     }

@@ -350,7 +350,35 @@ fn text_puts_the_component_after_the_level_once_wherever_it_came_from() {
             // The event's own field wins; the span's is not repeated.
             " WARN component=core app: both peer=\"a b\" phase=start",
             " INFO app: neither attempt=2",
-            " INFO component=edge app: reason=no message",
+            // A `%display` value with a space is quoted like a string.
+            " INFO component=edge app: reason=\"no message\"",
+        ],
+        "{}",
+        capture.text()
+    );
+}
+
+#[test]
+fn text_quotes_display_debug_and_error_values_only_when_a_reader_needs_it() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions::default()
+        .build_with_writer(capture.clone())
+        .expect("valid");
+    let refused = std::io::Error::other("connection refused");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(target: "app", peer = %"127.0.0.1:80", attempt = ?3, "plain");
+        tracing::info!(target: "app", error = &refused as &dyn std::error::Error, "error");
+        tracing::info!(target: "app", names = ?["a b"], quoted = ?"a b", "debug");
+        tracing::info!(target: "app", expr = %"x=1", empty = %"", "must");
+    });
+    assert_eq!(
+        untimed(&capture.text()),
+        [
+            " INFO app: plain peer=127.0.0.1:80 attempt=3",
+            " INFO app: error error=\"connection refused\"",
+            // Debug text that is not one quoted string is quoted; one that is stays as is.
+            " INFO app: debug names=\"[\\\"a b\\\"]\" quoted=\"a b\"",
+            " INFO app: must expr=\"x=1\" empty=\"\"",
         ],
         "{}",
         capture.text()
@@ -491,6 +519,29 @@ fn json_escapes_what_it_must_and_nests_span_fields_nearest_first() {
 
 #[cfg(feature = "json")]
 #[test]
+fn json_writes_128_bit_integers_as_numbers_when_they_fit_64_bits() {
+    let capture = Capture::default();
+    let (subscriber, _handle) = LogOptions {
+        format: LogFormat::Json,
+        ..LogOptions::default()
+    }
+    .build_with_writer(capture.clone())
+    .expect("valid");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("s", small = 7_i128);
+        span.in_scope(|| {
+            tracing::info!(fits = -5_i128, also = 9_u128, big = u128::MAX, "numbers");
+        });
+    });
+    let line = &json_lines(&capture.text())[0];
+    assert_eq!(line["fits"], -5);
+    assert_eq!(line["also"], 9);
+    assert_eq!(line["big"], u128::MAX.to_string());
+    assert_eq!(line["span"]["small"], 7);
+}
+
+#[cfg(feature = "json")]
+#[test]
 fn json_never_repeats_a_key_an_event_field_shares_with_the_line() {
     let capture = Capture::default();
     let (subscriber, _handle) = LogOptions {
@@ -572,9 +623,10 @@ fn text_escapes_what_a_terminal_would_act_on() {
     let line = untimed(&text)[0];
     assert_eq!(
         line,
+        // A value with control characters is quoted, and they are escaped in it.
         " WARN component=edge app: child says \\x1b[2J\\x08\\x0c\\x7f bye \
-         output=\\x1b[31mred\\x1b[0m error=\"\\u{9b}2J\" quoted=\"a\\u{1b}b\" \
-         peer=\\x1b]0;title\\x07",
+         output=\"\\u{1b}[31mred\\u{1b}[0m\" error=\"\\u{9b}2J\" quoted=\"a\\u{1b}b\" \
+         peer=\"\\u{1b}]0;title\\u{7}\"",
         "{text:?}"
     );
 }

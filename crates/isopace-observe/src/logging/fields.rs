@@ -47,6 +47,8 @@ impl FieldValue<'_> {
             FieldValue::Str(s) => Value::Str(s.to_owned()),
             FieldValue::I64(n) => Value::I64(n),
             FieldValue::U64(n) => Value::U64(n),
+            FieldValue::I128(n) if i64::try_from(n).is_ok() => Value::I64(n as i64),
+            FieldValue::U128(n) if u64::try_from(n).is_ok() => Value::U64(n as u64),
             FieldValue::F64(n) => Value::F64(n),
             FieldValue::Bool(b) => Value::Bool(b),
             ref other => {

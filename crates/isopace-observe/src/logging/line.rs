@@ -323,6 +323,18 @@ fn text_field(out: &mut String, ansi: bool, name: &str, value: &FieldValue<'_>) 
     out.push('=');
     match value {
         FieldValue::Str(s) => push_text(out, s),
+        // `%display`, `?debug` and errors are quoted like strings when they must be, so a
+        // reader splitting `name=value` pairs gets `error="connection refused"` whole; text
+        // that is already a quoted string (`?"a b"`) stays as it is.
+        FieldValue::Debug(_) | FieldValue::Text(_) | FieldValue::Error(_) => {
+            let mut text = String::new();
+            let _ = value.write_plain(&mut text);
+            if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+                let _ = TerminalEscape(out).write_str(&text);
+            } else {
+                push_text(out, &text);
+            }
+        }
         other => {
             let _ = other.write_plain(&mut TerminalEscape(out));
         }
@@ -379,6 +391,13 @@ fn json_field(out: &mut String, name: &str, value: &FieldValue<'_>) {
             let _ = write!(out, "{n}");
         }
         FieldValue::U64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        // Beyond 64 bits a JSON reader may lose precision: those stay strings.
+        FieldValue::I128(n) if i64::try_from(n).is_ok() => {
+            let _ = write!(out, "{n}");
+        }
+        FieldValue::U128(n) if u64::try_from(n).is_ok() => {
             let _ = write!(out, "{n}");
         }
         FieldValue::F64(n) if n.is_finite() => {
