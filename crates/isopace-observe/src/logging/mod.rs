@@ -33,10 +33,12 @@ pub enum LogFormat {
     /// Timestamp (UTC), level, `component=` when there is one, target, the source
     /// `file:line:` when [`LogOptions::source`] asks for it, the message, the event's fields,
     /// then the fields of the enclosing spans (nearest first; each name once, none the event
-    /// has, never `component` again; span names are not shown). A string value is quoted
-    /// only when it is empty or has spaces, quotes, `=` or control characters. In the message
-    /// and the other values, the control characters a terminal acts on (ESC, BEL, BS, FF, DEL,
-    /// the C1 controls) are escaped (`\x1b`), so logged input cannot restyle the screen.
+    /// has, never `component` again; span names are not shown). A string, `%display`,
+    /// `?debug` or error value is quoted (and escaped) only when it is empty or has spaces,
+    /// quotes, `=` or control characters, so `name=value` pairs read back whole; debug text
+    /// that is already one quoted string is left as it is. In the message and in numbers, the
+    /// control characters a terminal acts on (ESC, BEL, BS, FF, DEL, the C1 controls) are
+    /// escaped (`\x1b`), so logged input cannot restyle the screen.
     #[default]
     Text,
     /// One JSON object per line:
