@@ -61,6 +61,20 @@ fn run_serves_the_example_and_follows_the_directory() {
         .matches("# TYPE isopace_component_state ")
         .count();
     assert_eq!(families, 1, "one state family in\n{}", metrics.body);
+    // Every family has its help text: none is made on the side.
+    for family in metrics
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+    {
+        let name = family.split(' ').next().unwrap();
+        let help = format!("# HELP {name} ");
+        assert!(
+            metrics.body.contains(&help),
+            "{name} has no help in\n{}",
+            metrics.body
+        );
+    }
     for needle in [
         r#"isopace_component_state{component="pulse",state="running"} 1"#,
         r#"isopace_lifecycle_calls_total{component="admin",phase="start"} 1"#,

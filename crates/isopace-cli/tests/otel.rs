@@ -135,13 +135,15 @@ fn service_name(resource: Option<&Resource>) -> Option<&str> {
     text(&resource?.attributes, "service.name")
 }
 
-/// The `(service.name, phase)` of the `lifecycle` spans of component `pulse` in `traces`.
+/// The `(service.name, phase)` of the `isopace_lifecycle` spans of component `pulse` in `traces`.
 fn pulse_lifecycle(traces: &ExportTraceServiceRequest) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for resource in &traces.resource_spans {
         let service = service_name(resource.resource.as_ref()).unwrap_or_default();
         for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
-            if span.name == "lifecycle" && text(&span.attributes, "component") == Some("pulse") {
+            if span.name == "isopace_lifecycle"
+                && text(&span.attributes, "component") == Some("pulse")
+            {
                 let phase = text(&span.attributes, "phase").unwrap_or_default();
                 found.push((service.to_owned(), phase.to_owned()));
             }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use isopace_observe::{Counter, Histogram, Observer, attr};
+use isopace_observe::{Counter, Observer, attr};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -55,12 +55,13 @@ pub(crate) fn check_reentrant(host: u64, call: &'static str) -> Result<(), Error
         .unwrap_or(Ok(()))
 }
 
-/// The host's lifecycle instruments, looked up once.
+/// The host's lifecycle instruments, looked up once. A call's duration is its
+/// `isopace_lifecycle` span, which a metrics observer records as
+/// `isopace_lifecycle_duration_seconds`.
 #[derive(Debug, Clone)]
 pub(crate) struct Instruments {
     calls: Counter,
     failures: Counter,
-    duration: Histogram,
 }
 
 impl Instruments {
@@ -80,7 +81,6 @@ impl Instruments {
         Instruments {
             calls: observer.counter("isopace_lifecycle_calls_total"),
             failures: observer.counter("isopace_lifecycle_failures_total"),
-            duration: observer.histogram("isopace_lifecycle_duration_seconds"),
         }
     }
 }
@@ -111,8 +111,9 @@ impl Call<'_> {
         };
         let span = tracing::info_span!("lifecycle", component = &**name, phase = phase.as_str());
         let labels = [attr("component", &**name), attr("phase", phase.as_str())];
-        // The same call as a span of the observer's, which an OpenTelemetry observer exports.
-        let mut observed = self.env.observer().start_span("lifecycle", &labels);
+        // The call as a span of the observer's: its duration for a metrics observer
+        // (`isopace_lifecycle_duration_seconds`), a span an OpenTelemetry observer exports.
+        let mut observed = self.env.observer().start_span("isopace_lifecycle", &labels);
         let future = match phase {
             Phase::Start => component.start(self.env),
             Phase::Stop => component.stop(self.env),
@@ -131,9 +132,6 @@ impl Call<'_> {
             Err(_) => Some(Failure::TimedOut(self.timeout)),
         };
         self.instruments.calls.add(1, &labels);
-        self.instruments
-            .duration
-            .observe(elapsed.as_secs_f64(), &labels);
         let result = match failure {
             None => Ok(()),
             Some(failure) => {

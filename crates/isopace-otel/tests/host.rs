@@ -64,7 +64,7 @@ async fn each_lifecycle_call_is_a_span_with_its_component_phase_and_failure() {
     let calls: Vec<[Option<String>; 3]> = telemetry
         .spans()
         .iter()
-        .filter(|s| s.name == "lifecycle")
+        .filter(|s| s.name == "isopace_lifecycle")
         .map(|s| {
             let attrs = &s.attributes;
             [
