@@ -40,6 +40,9 @@ use std::{
 use isopace_host::{Host, State, WeakHost};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+/// The least time between two `STATUS=` lines.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
+
 /// A signal that drives the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
@@ -181,7 +184,7 @@ impl Systemd {
     }
 
     /// Keeps systemd informed of `host` until it is dropped: a `STATUS=` line with
-    /// [`summary`] after every change of its components, and, when the service has a
+    /// [`summary`] after every change of its components (at most five a second), and, when the service has a
     /// watchdog, `WATCHDOG=1` every half timeout for as long as the host answers (a host whose
     /// state lock or runtime is stuck stops the pings, and systemd restarts the service).
     pub fn follow(&self, host: &Host) {
@@ -205,6 +208,9 @@ impl Systemd {
                 self.status(&line);
                 last = line;
             }
+            // A burst of changes (a directory of descriptors deploying) is one line later,
+            // not a summary of every component per change.
+            tokio::time::sleep(STATUS_EVERY).await;
             if changes.changed().await.is_err() {
                 return;
             }
