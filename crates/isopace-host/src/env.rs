@@ -100,6 +100,12 @@ impl Env {
     /// The same env scoped to the component `name`, with no details published yet. It
     /// shares the config, the observer and the extensions.
     pub fn for_component(&self, name: &str) -> Env {
+        self.scoped(name, Arc::default())
+    }
+
+    /// [`for_component`](Env::for_component), reporting into `live` (the host's record
+    /// for the component).
+    pub(crate) fn scoped(&self, name: &str, live: Arc<Live>) -> Env {
         Env {
             config: self.config.clone(),
             observer: Arc::clone(&self.observer),
@@ -107,7 +113,7 @@ impl Env {
             listeners: Arc::clone(&self.listeners),
             component: Some(Arc::from(name)),
             span: tracing::info_span!("component", component = name),
-            live: Some(Arc::default()),
+            live: Some(live),
             instance: None,
             redact: None,
         }

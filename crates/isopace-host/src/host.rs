@@ -329,14 +329,14 @@ impl Host {
     }
 
     /// A receiver that is marked changed whenever a component changes [`State`], is
-    /// registered or deployed, or is removed; read [`status`](Host::status) after each
+    /// registered or deployed, or is removed, or its reported readiness or health changes
+    /// (its details do not mark it); read [`status`](Host::status) after each
     /// [`changed`](tokio::sync::watch::Receiver::changed) to see what changed.
     ///
     /// This is for watching the lifecycle without polling (a daemon that exits when a
     /// critical component is failed for good, a readiness tracker). Changes are coalesced:
-    /// a slow reader sees the latest status, not every step. What components report without
-    /// changing state (readiness, health, details) does not mark it. The receiver sees an
-    /// error once the host is dropped.
+    /// a slow reader sees the latest status, not every step. The receiver sees an error
+    /// once the host is dropped.
     ///
     /// ```
     /// # use isopace_host::{async_trait, BoxError, Component, Env, Host, State};

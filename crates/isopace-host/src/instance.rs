@@ -24,6 +24,9 @@ use crate::{Health, status::Key};
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     state: Mutex<LiveState>,
+    /// The host's change signal ([`Host::changed`](crate::Host::changed)), marked when
+    /// readiness or health changes; none outside a host.
+    changes: Option<tokio::sync::watch::Sender<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +41,23 @@ pub(crate) struct LiveState {
 }
 
 impl Live {
+    /// A record whose readiness and health changes mark `changes`.
+    pub(crate) fn watched(changes: tokio::sync::watch::Sender<()>) -> Live {
+        Live {
+            state: Mutex::default(),
+            changes: Some(changes),
+        }
+    }
+
+    /// Wakes the host's watchers, if anyone watches (see `Table::changed`).
+    fn touch(&self) {
+        if let Some(changes) = &self.changes
+            && changes.receiver_count() > 0
+        {
+            changes.send_replace(());
+        }
+    }
+
     /// A new instance begins: not ready, healthy, with no details.
     pub(crate) fn begin(&self, generation: u64) {
         *self.state.lock() = LiveState {
@@ -59,7 +79,10 @@ impl Live {
     }
 
     pub(crate) fn set_ready(&self, generation: u64, ready: bool) {
-        self.update(generation, |s| s.ready = ready);
+        let changed = self.update(generation, |s| std::mem::replace(&mut s.ready, ready) != ready);
+        if changed == Some(true) {
+            self.touch();
+        }
     }
 
     pub(crate) fn set_details(&self, generation: u64, details: Option<Value>) {
@@ -68,11 +91,16 @@ impl Live {
 
     /// Records `health`; returns its sequence number when it was recorded.
     pub(crate) fn set_health(&self, generation: u64, health: Health) -> Option<u64> {
-        self.update(generation, |s| {
+        let (seq, changed) = self.update(generation, |s| {
+            let changed = s.health != health;
             s.health = health;
             s.health_seq += 1;
-            s.health_seq
-        })
+            (s.health_seq, changed)
+        })?;
+        if changed {
+            self.touch();
+        }
+        Some(seq)
     }
 
     fn still_unhealthy(&self, generation: u64, seq: u64) -> bool {

@@ -161,7 +161,8 @@ pub(crate) type Key = usize;
 pub(crate) struct Table {
     /// [`STATE_GAUGE`], kept in step with every row's state.
     gauge: Gauge,
-    /// Marked changed on every state transition, registration and removal.
+    /// Marked changed on every state transition, registration and removal, and by each
+    /// component's [`Live`] record when its readiness or health changes.
     changes: watch::Sender<()>,
     slab: Vec<Option<Row>>,
     free: Vec<Key>,
@@ -245,10 +246,10 @@ impl Table {
         let seq = self.next_seq;
         self.next_seq += 1;
         let name: Arc<str> = Arc::from(name);
+        let live = Arc::new(Live::watched(self.changes.clone()));
         let env = env
-            .for_component(&name)
+            .scoped(&name, Arc::clone(&live))
             .with_redact(supervision.redact.clone());
-        let live = Arc::clone(env.live().expect("a component's env has a live record"));
         self.publish(&name, None, State::Stopped);
         let row = Row {
             seq,

@@ -214,3 +214,54 @@ async fn a_health_reason_shows_no_secret() {
     assert_eq!(health.reason(), Some("login as admin:${PW} is slow"));
     host.stop().await.unwrap();
 }
+
+/// Hands its env out at start, so a test can report for it; ready when the test says so.
+struct Reporter(Arc<parking_lot::Mutex<Option<Env>>>);
+
+#[async_trait]
+impl Component for Reporter {
+    fn name(&self) -> &str {
+        "reporter"
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        env.ready_later();
+        *self.0.lock() = Some(env.clone());
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn readiness_and_health_changes_mark_the_host_changed_and_repeats_do_not() {
+    let host = Host::default();
+    host.start().await.unwrap();
+    let slot = Arc::default();
+    host.deploy(Reporter(Arc::clone(&slot))).await.unwrap();
+    let env = slot.lock().clone().expect("started");
+    let mut changes = host.changed();
+    changes.mark_unchanged();
+
+    env.set_ready(true);
+    assert!(changes.has_changed().unwrap(), "becoming ready marks it");
+    changes.mark_unchanged();
+    env.set_ready(true);
+    assert!(!changes.has_changed().unwrap(), "a repeated report does not");
+
+    env.set_health(isopace_host::Health::Degraded("slow disk".into()));
+    assert!(changes.has_changed().unwrap(), "a health change marks it");
+    changes.mark_unchanged();
+    env.set_health(isopace_host::Health::Degraded("slow disk".into()));
+    assert!(!changes.has_changed().unwrap(), "the same health does not");
+    env.set_health(isopace_host::Health::Degraded("slower disk".into()));
+    assert!(changes.has_changed().unwrap(), "a new reason is a change");
+    changes.mark_unchanged();
+
+    env.set_details(json!({"connections": 3}));
+    assert!(!changes.has_changed().unwrap(), "details do not mark it");
+    let status = host.status_of("reporter").unwrap();
+    assert!(status.ready);
+    assert_eq!(status.health.reason(), Some("slower disk"));
+    host.stop().await.unwrap();
+}
