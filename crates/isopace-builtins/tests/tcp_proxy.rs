@@ -114,7 +114,24 @@ async fn a_redeploy_sends_new_connections_to_the_new_upstream() {
     assert_eq!(echo(&mut waiting, b"hello").await, b"hello");
     // Meanwhile the old version drains in the background: the connection open before the
     // redeploy keeps its old upstream, and the new version's status shows the drain.
-    assert_eq!(host.status_of("edge").unwrap().draining.len(), 1);
+    let draining = host.status_of("edge").unwrap().draining;
+    assert_eq!(draining.len(), 1);
+    // Its deadline is the proxy's `drain_timeout` (and a second's margin), not the host's
+    // 15 s stop bound.
+    let until = draining[0]
+        .until
+        .duration_since(std::time::SystemTime::now());
+    assert!(
+        until
+            .as_ref()
+            .is_ok_and(|left| *left <= Duration::from_secs(6)),
+        "{until:?}"
+    );
+    // A serving proxy publishes no connection count (the gauge has it).
+    assert_eq!(
+        host.status_of("edge").unwrap().details,
+        Some(serde_json::json!({ "listen": addr.to_string() }))
+    );
     // With how many connections it still has open, once it has reported them.
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {

@@ -158,11 +158,6 @@ impl Env {
         }
     }
 
-    /// What this env's component reports, shared with the host's status row.
-    pub(crate) fn live(&self) -> Option<&Arc<Live>> {
-        self.live.as_ref()
-    }
-
     /// The same env with a redactor for the component's secrets.
     pub(crate) fn with_redact(mut self, redact: Option<Redact>) -> Env {
         self.redact = redact;

@@ -99,6 +99,9 @@ struct Inner {
     /// The background stops, awaited by the host's own stop.
     drains: tokio_util::task::TaskTracker,
     next_drain: AtomicU64,
+    /// Names retired since their last deploy: the next deploy under the name inherits their
+    /// sockets, and keeps them even if it fails, for the rollback that follows.
+    handed_over: parking_lot::Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -244,6 +247,7 @@ impl HostBuilder {
                 draining: parking_lot::Mutex::new(Vec::new()),
                 drains: tokio_util::task::TaskTracker::new(),
                 next_drain: AtomicU64::new(1),
+                handed_over: parking_lot::Mutex::default(),
             }
         });
         Host { inner }
@@ -453,6 +457,11 @@ impl Host {
             }
             slots.table.keys_in(State::Running)
         };
+        // The host's copies of the listening sockets close now: each closes for good when
+        // its component stops listening, in its turn, so a client arriving after that is
+        // refused rather than left in a backlog nobody accepts from.
+        self.inner.env.listeners().release_all();
+        self.inner.handed_over.lock().clear();
         let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host stopping");
         let mut errors = Vec::new();
@@ -502,7 +511,6 @@ impl Host {
         }
         cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Idle;
-        self.inner.env.listeners().release_all();
         if !stopping.is_empty() {
             let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
             let error = Error::ShutdownTimeout {
@@ -545,6 +553,7 @@ impl Host {
     ) -> Result<(), Error> {
         check_reentrant(self.inner.id, "deploy")?;
         let _lifecycle = self.inner.lifecycle.lock().await;
+        let inherited = self.inner.handed_over.lock().remove(component.name());
         let (key, running) = {
             let mut slots = self.inner.state.lock();
             let running = slots.phase == HostPhase::Running;
@@ -564,6 +573,11 @@ impl Host {
                 tracing::warn!(component = e.component(), error = %error_chain(&e), "stop after a failed deploy failed");
             }
             drop(cancelled);
+            // Sockets a retired predecessor handed over stay for the rollback; nothing else
+            // will claim the ones this deploy bound.
+            if !inherited {
+                self.inner.env.listeners().release(failure.component());
+            }
             return Err(Error::Component(failure));
         }
         cancelled.defuse();
@@ -573,30 +587,46 @@ impl Host {
     /// Stops the named component (if it is running) and removes it, with every metric series
     /// labelled with its name.
     ///
-    /// The component is removed even when its stop fails; the failure is returned.
+    /// Its listening sockets ([`Env::listen`]) close as soon as it stops listening: a client
+    /// arriving after that is refused, not left waiting. The component's `stop` runs here,
+    /// bounded as always, and its failure is returned, but the component is removed even
+    /// then. The tasks it spawned through `Env` (a proxy's open connections) are cancelled
+    /// and finish in the background within what is left of its stop bound, so an undeploy
+    /// holds up no other lifecycle call for a drain; the host's own stop waits for them
+    /// within its shutdown timeout. Its metric series go once they end.
     pub async fn undeploy(&self, name: &str) -> Result<(), Error> {
         check_reentrant(self.inner.id, "undeploy")?;
 
         let _lifecycle = self.inner.lifecycle.lock().await;
-        let (key, state) = {
-            let slots = self.inner.state.lock();
+        let (key, running, instance) = {
+            let mut slots = self.inner.state.lock();
             let key = slots
                 .table
                 .key_of(name)
                 .ok_or_else(|| Error::NotFound(name.to_owned()))?;
-            (key, slots.table.state(key))
+            let running = slots.table.state(key) == Some(State::Running);
+            let instance = slots.table.supervised(key).and_then(|r| r.instance.clone());
+            (key, running, instance)
         };
+        self.inner.env.listeners().release(name);
+        self.inner.handed_over.lock().remove(name);
         // An undeploy abandoned mid-stop still removes the component.
         let removal = OnCancel::new(|| self.inner.remove(key, true));
-        let result = if state == Some(State::Running) {
-            self.call(key, Phase::Stop, None)
+        let began = Instant::now();
+        let result = if running {
+            self.call_draining(key, Phase::Stop, None, false)
                 .await
                 .map_err(Error::Component)
         } else {
             Ok(())
         };
-        drop(removal);
+        removal.defuse();
+        self.inner.remove(key, false);
         tracing::info!(component = name, "undeployed");
+        match instance.filter(|_| running) {
+            Some(instance) => self.drain_in_background(name, instance, began, true),
+            None => self.inner.forget(name),
+        }
         result
     }
 
@@ -635,11 +665,33 @@ impl Host {
             Ok(())
         };
         drop(removal);
-        let Some(instance) = instance.filter(|_| running) else {
-            return result;
-        };
-        // The instance's tasks (a proxy's open connections) finish in the background,
-        // within what is left of its stop bound.
+        self.inner.handed_over.lock().insert(Arc::from(name));
+        if let Some(instance) = instance.filter(|_| running) {
+            self.drain_in_background(name, instance, began, false);
+        }
+        result
+    }
+
+    /// Lets a stopped instance's tasks (a proxy's open connections) finish in the
+    /// background, within what is left of its stop bound since `began`, listed in
+    /// [`ComponentStatus::draining`] of a successor meanwhile. With `forget`, the
+    /// component's metric series go once they end, unless the name is registered again.
+    fn drain_in_background(
+        &self,
+        name: &str,
+        instance: Arc<Instance>,
+        began: Instant,
+        forget: bool,
+    ) {
+        if instance.tracker.is_empty() {
+            // Nothing to wait for: done here, so the caller returns with it done.
+            instance.token.cancel();
+            instance.tracker.close();
+            if forget {
+                self.inner.forget(name);
+            }
+            return;
+        }
         let left = self
             .inner
             .settings
@@ -658,10 +710,16 @@ impl Host {
             drain(&name, &instance, left).await;
             if let Some(host) = weak.upgrade() {
                 host.inner.draining.lock().retain(|(i, ..)| *i != id);
-                host.inner.state.lock().table.touch();
+                let reused = {
+                    let slots = host.inner.state.lock();
+                    slots.table.touch();
+                    slots.table.key_of(&name).is_some()
+                };
+                if forget && !reused {
+                    host.inner.forget(&name);
+                }
             }
         });
-        result
     }
 
     /// Adds the background stops of earlier versions to a status.
@@ -1218,8 +1276,13 @@ impl Inner {
         // for the rollback that follows it.
         if let Some(name) = name.filter(|_| forget) {
             self.env.listeners().release(&name);
-            self.env.observer().forget(&[attr("component", &*name)]);
+            self.forget(&name);
         }
+    }
+
+    /// Drops every metric series labelled with `name`.
+    fn forget(&self, name: &str) {
+        self.env.observer().forget(&[attr("component", name)]);
     }
 }
 

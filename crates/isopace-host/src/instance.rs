@@ -79,7 +79,9 @@ impl Live {
     }
 
     pub(crate) fn set_ready(&self, generation: u64, ready: bool) {
-        let changed = self.update(generation, |s| std::mem::replace(&mut s.ready, ready) != ready);
+        let changed = self.update(generation, |s| {
+            std::mem::replace(&mut s.ready, ready) != ready
+        });
         if changed == Some(true) {
             self.touch();
         }

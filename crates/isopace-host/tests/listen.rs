@@ -16,6 +16,8 @@ struct Server {
     tag: &'static str,
     addr: ListenAddr,
     bound: Arc<Mutex<Option<ListenAddr>>>,
+    /// Keeps each connection open, after the tag, until the client closes it.
+    hold: bool,
 }
 
 impl Server {
@@ -25,6 +27,7 @@ impl Server {
             tag,
             addr: addr.parse().unwrap(),
             bound: Arc::default(),
+            hold: false,
         }
     }
 }
@@ -38,7 +41,7 @@ impl Component for Server {
         let listener = env.listen(&self.addr).await?;
         *self.bound.lock() = Some(listener.local_addr()?);
         let listener = listener.into_tcp()?;
-        let (tag, cancelled, conns) = (self.tag, env.cancelled(), env.clone());
+        let (tag, hold, cancelled, conns) = (self.tag, self.hold, env.cancelled(), env.clone());
         env.spawn(async move {
             tokio::select! {
                 () = cancelled => {}
@@ -47,6 +50,9 @@ impl Component for Server {
                     while let Ok((mut stream, _)) = listener.accept().await {
                         conns.spawn(async move {
                             let _ = stream.write_all(tag.as_bytes()).await;
+                            if hold {
+                                let _ = stream.read(&mut [0; 1]).await;
+                            }
                         });
                     }
                 } => {}
@@ -150,19 +156,18 @@ async fn a_changed_address_binds_afresh_and_closes_the_old_socket() {
     host.deploy(v1).await.unwrap();
     let old = port_of(&bound);
     host.retire("edge").await.unwrap();
-    let v2 = Server::new("edge", "v2", "[::1]:0");
+    // Another address on the loopback network: Linux answers on all of 127.0.0.0/8.
+    let v2 = Server::new("edge", "v2", "127.0.0.2:0");
     let bound2 = Arc::clone(&v2.bound);
-    match host.deploy(v2).await {
-        Ok(()) => {
-            assert_ne!(port_of(&bound2), old);
-            assert!(
-                TcpStream::connect(old).await.is_err(),
-                "the old address closed"
-            );
-        }
-        // A machine without IPv6 loopback: the old socket still closes once nothing runs.
-        Err(e) => assert!(e.to_string().contains("edge"), "{e}"),
-    }
+    host.deploy(v2).await.unwrap();
+    let new = port_of(&bound2);
+    assert_eq!(new.ip().to_string(), "127.0.0.2");
+    let mut stream = TcpStream::connect(new).await.unwrap();
+    assert_eq!(read_tag(&mut stream).await, "v2");
+    assert!(
+        TcpStream::connect(old).await.is_err(),
+        "the old address closed when the new version started without it"
+    );
     host.stop().await.unwrap();
 }
 
@@ -179,17 +184,29 @@ async fn a_unix_socket_is_private_replaces_a_stale_file_and_goes_with_undeploy()
 
     let host = Host::default();
     host.start().await.unwrap();
-    let addr = format!("unix:{}", path.display());
+    let addr: ListenAddr = format!("unix:{}", path.display()).parse().unwrap();
+    host.deploy(Holder {
+        addr: addr.clone(),
+        held: None,
+    })
+    .await
+    .unwrap();
+    // Bound with mode 0600 over the stale file.
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::os::unix::net::UnixStream::connect(&path).expect("the socket answers");
+    host.undeploy("holder").await.unwrap();
+    assert!(!path.exists(), "the socket file goes with undeploy");
+
+    // A deploy that fails after binding leaves no socket behind.
     let mut server = Server::new("local", "u", "127.0.0.1:0");
-    server.addr = addr.parse().unwrap();
+    server.addr = addr;
     let bound = Arc::clone(&server.bound);
-    // This server speaks TCP only, so its start reports the address kind it cannot use...
+    // This server speaks TCP only, so its start reports the address kind it cannot use.
     let err = host.deploy(server).await.unwrap_err();
     assert!(format!("{err:#}").contains("TCP addresses only"), "{err:#}");
     assert_eq!(*bound.lock(), Some(ListenAddr::Unix(path.clone())));
-    // ...but the socket was bound with mode 0600 over the stale file.
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert!(!path.exists(), "the failed deploy's socket closed");
 
     // A path something answers on is never taken over.
     let env = Env::default().for_component("other");
@@ -201,5 +218,111 @@ async fn a_unix_socket_is_private_replaces_a_stale_file_and_goes_with_undeploy()
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
     drop(live);
     host.stop().await.unwrap();
-    assert!(!path.exists(), "the socket file goes with the host's stop");
+}
+
+/// Holds a listener on its address from start until it is dropped.
+#[cfg(unix)]
+struct Holder {
+    addr: ListenAddr,
+    held: Option<isopace_host::Listener>,
+}
+
+#[cfg(unix)]
+#[async_trait]
+impl Component for Holder {
+    fn name(&self) -> &str {
+        "holder"
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        self.held = Some(env.listen(&self.addr).await?);
+        Ok(())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        self.held = None;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_background() {
+    let host = Host::builder()
+        .stop_timeout(Duration::from_secs(30))
+        .build();
+    host.start().await.unwrap();
+    let mut server = Server::new("edge", "v1", "127.0.0.1:0");
+    server.hold = true;
+    let bound = Arc::clone(&server.bound);
+    host.deploy(server).await.unwrap();
+    let addr = port_of(&bound);
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    let mut tag = [0; 2];
+    open.read_exact(&mut tag).await.unwrap();
+
+    // The held connection would keep a drain going for 30 s; undeploy does not wait for it.
+    tokio::time::timeout(Duration::from_secs(5), host.undeploy("edge"))
+        .await
+        .expect("undeploy returns without waiting for the drain")
+        .unwrap();
+    let refused = TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "a new client is refused, not queued");
+    // Nor does the drain hold up the next lifecycle call.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        host.deploy(Server::new("other", "o", "127.0.0.1:0")),
+    )
+    .await
+    .expect("a deploy goes ahead during the drain")
+    .unwrap();
+
+    // The open connection is still served; the host's stop waits for it to end.
+    open.write_all(b"x").await.unwrap();
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), host.stop())
+        .await
+        .expect("the drain ends with its connection")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stopping_host_refuses_new_clients_while_it_drains() {
+    let host = Host::builder()
+        .stop_timeout(Duration::from_secs(30))
+        .build();
+    host.start().await.unwrap();
+    let mut server = Server::new("edge", "v1", "127.0.0.1:0");
+    server.hold = true;
+    let bound = Arc::clone(&server.bound);
+    host.deploy(server).await.unwrap();
+    let addr = port_of(&bound);
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    let mut tag = [0; 2];
+    open.read_exact(&mut tag).await.unwrap();
+
+    let stopping = tokio::spawn({
+        let host = host.clone();
+        async move { host.stop().await }
+    });
+    // Wait until the component has stopped listening: its state says so.
+    while host.status_of("edge").unwrap().state == isopace_host::State::Running {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut refused = false;
+    for _ in 0..500 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(refused, "new clients are refused while the host drains");
+    assert!(
+        !stopping.is_finished(),
+        "the drain still waits for the open connection"
+    );
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the stop ends with the connection")
+        .unwrap()
+        .unwrap();
 }

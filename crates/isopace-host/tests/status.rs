@@ -247,7 +247,10 @@ async fn readiness_and_health_changes_mark_the_host_changed_and_repeats_do_not()
     assert!(changes.has_changed().unwrap(), "becoming ready marks it");
     changes.mark_unchanged();
     env.set_ready(true);
-    assert!(!changes.has_changed().unwrap(), "a repeated report does not");
+    assert!(
+        !changes.has_changed().unwrap(),
+        "a repeated report does not"
+    );
 
     env.set_health(isopace_host::Health::Degraded("slow disk".into()));
     assert!(changes.has_changed().unwrap(), "a health change marks it");

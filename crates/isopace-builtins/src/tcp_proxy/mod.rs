@@ -27,6 +27,9 @@ pub use config::TcpProxyConfig;
 use config::{check_algorithm_name, check_host_port, check_tcp};
 use serve::{Shared, serve};
 
+/// Beyond `drain_timeout`, what cutting off the remaining connections may take.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Relays every connection accepted on `listen` to a fresh connection to `upstream`.
 ///
 /// Bytes are copied both ways; when one side finishes sending (EOF), the proxy shuts down
@@ -52,14 +55,17 @@ use serve::{Shared, serve};
 ///
 /// The listening socket belongs to the host ([`Env::listen`]), not to one proxy. Stop stops
 /// accepting at once and returns; open connections go on for up to `drain_timeout` as the
-/// instance's tasks, which the host waits for (within its stop bound), and are then reset.
+/// instance's tasks, which the host waits for (the proxy declares `drain_timeout` and a
+/// second's margin as its stop bound, capped by the host's shutdown timeout), and are then
+/// reset.
 /// In a redeploy (say, to a new upstream) the host retires the old proxy, which leaves its
 /// connections draining in the background, and the replacement accepts on the same socket
 /// as soon as it starts: connections already open keep their old upstream until they end or
 /// the drain deadline passes, new ones go to the new upstream, and one that arrives in the
-/// moment between the two versions waits in the backlog; none is refused. Only an undeploy,
-/// or the host stopping, closes the socket. Keep `drain_timeout` under the host's stop
-/// timeout.
+/// moment between the two versions waits in the backlog; none is refused. An undeploy, the
+/// host stopping, or a new version that listens elsewhere closes the socket as soon as the
+/// old version stops accepting: later clients are refused, not queued, while open
+/// connections drain in the background.
 ///
 /// Metrics go to the env's observer (`env.observer()`), all labelled `component`:
 /// - `tcp_proxy_connections_accepted_total`, `tcp_proxy_connections_closed_total`
@@ -166,7 +172,11 @@ impl Component for TcpProxy {
             closing,
             env.clone(),
         ));
-        env.set_details(serde_json::json!({ "listen": addr.to_string(), "connections": 0 }));
+        // Open connections are counted by the `tcp_proxy_connections_active` gauge; the
+        // details show them only while they drain, when the host lists the old version.
+        env.set_details(serde_json::json!({ "listen": addr.to_string() }));
+        // The drain is this instance's stop: give it `drain_timeout`, not the host's bound.
+        env.set_stop_timeout(self.config.drain_timeout + DRAIN_MARGIN);
         self.running = Some(Running { stop, closed, task });
         Ok(())
     }
