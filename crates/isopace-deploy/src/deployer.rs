@@ -123,9 +123,11 @@ impl DeployerBuilder {
 ///
 /// It is itself a [`Component`] named `"deployer"`: register it with the host it deploys to.
 /// Its start only launches its loop; the first scan runs on the loop, after start returns,
-/// so it never re-enters the host. While running it reacts to file events within the
-/// debounce time and rescans on an interval as a safety net. Stopping it ends the loop; the
-/// components it deployed belong to the host, which stops them.
+/// so it never re-enters the host. While running it acts at once on an event that marks a
+/// complete file (a close after writing, a rename into the directory, a symlink swap),
+/// within the debounce time on others, and rescans on an interval as a safety net.
+/// Stopping it ends the loop; the components it deployed belong to the host, which stops
+/// them.
 ///
 /// [`scan`](Deployer::scan) reconciles once and is what the loop calls; tests call it
 /// directly. A [`DeployerHandle`] does the same from elsewhere (an admin endpoint, a SIGHUP
