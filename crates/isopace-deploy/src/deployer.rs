@@ -6,7 +6,10 @@ use std::{
     ffi::OsString,
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -20,7 +23,7 @@ use tokio::{
 use crate::{
     Registry,
     error::Error,
-    scan::{Environment, FileStatus, ScanReport, ScanState},
+    scan::{Environment, FileStatus, InProgress, ScanReport, ScanState, is_descriptor_name},
 };
 
 /// The default period of the safety-net rescan.
@@ -35,6 +38,10 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// A file written to without being closed is left alone (kept as it was) for this long after
 /// its last write, so a half-written file is neither deployed nor reported as broken.
+///
+/// While file events are followed, a file modified within this time that reads as JSON cut
+/// short (or empty) is taken for a rewrite whose events have not arrived yet: it is kept as
+/// it was and read again once it has settled, and reported then if it still is cut short.
 pub const WRITE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Builds a [`Deployer`]; see [`Deployer::builder`].
@@ -169,15 +176,23 @@ struct Shared {
     writing: Arc<Writing>,
 }
 
-/// The files in the directory a writer has open, by name, with the time of the last write.
+/// The files in the directory a writer has open, by name, with the time of the last write;
+/// and whether a wake is pending.
 #[derive(Debug, Default)]
 struct Writing {
-    files: parking_lot::Mutex<HashMap<OsString, Instant>>,
+    /// A wake for a complete change is on its way to the loop and not yet taken: events
+    /// that come with it (a burst of removals) need no wake of their own.
+    now_pending: AtomicBool,
+    /// File events are being followed (the loop runs with a watch in place), so a write
+    /// in progress shows up as events.
+    followed: AtomicBool,
+    /// When each was last written to, on the runtime's clock (which the loop sleeps on).
+    files: parking_lot::Mutex<HashMap<OsString, tokio::time::Instant>>,
 }
 
 impl Writing {
     fn started(&self, name: OsString) {
-        self.files.lock().insert(name, Instant::now());
+        self.files.lock().insert(name, tokio::time::Instant::now());
     }
 
     fn finished(&self, name: &std::ffi::OsStr) {
@@ -189,6 +204,28 @@ impl Writing {
         let mut files = self.files.lock();
         files.retain(|_, at| at.elapsed() < WRITE_SETTLE);
         files.keys().cloned().collect()
+    }
+
+    /// What a scan should know of writes in progress.
+    fn snapshot(&self) -> InProgress {
+        InProgress {
+            names: self.in_progress(),
+            recent: self
+                .followed
+                .load(Ordering::Acquire)
+                .then_some(WRITE_SETTLE),
+        }
+    }
+
+    /// When the longest-quiet write in progress will have settled, if there is one: a
+    /// file nobody closes (a hard link, a writer that died) is read then, not at the next
+    /// interval.
+    fn next_settle(&self) -> Option<tokio::time::Instant> {
+        self.files
+            .lock()
+            .values()
+            .min()
+            .map(|at| *at + WRITE_SETTLE)
     }
 }
 
@@ -357,14 +394,19 @@ impl Shared {
             &self.registry,
             &self.dir,
             &self.env,
-            self.writing.in_progress(),
+            || self.writing.snapshot(),
         )
         .await
-        .map(|(report, statuses)| {
-            if let Some(statuses) = statuses {
+        .map(|scanned| {
+            if let Some(statuses) = scanned.statuses {
                 *self.statuses.write() = statuses;
             }
-            report
+            // Taken for writes whose events are on their way: read again once they settle,
+            // if no close comes first.
+            for name in scanned.deferred {
+                self.writing.started(name);
+            }
+            scanned.report
         });
         self.metrics.scans.add(1, &[]);
         self.metrics
@@ -416,8 +458,11 @@ impl Shared {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.reset();
         loop {
+            let settled = self.writing.next_settle();
             tokio::select! {
                 _ = stop.changed() => break,
+                // A write nobody closed has settled: read it now.
+                () = tokio::time::sleep_until(settled.unwrap_or_else(tokio::time::Instant::now)), if settled.is_some() => {}
                 _ = interval.tick() => {
                     if let Some(w) = &mut watcher {
                         w.refresh(&self.dir, &events, &self.writing);
@@ -431,7 +476,11 @@ impl Shared {
                     }
                     if !now {
                         // Only writes in progress: wait for their close, or let them settle.
-                        let settle = tokio::time::sleep(self.debounce);
+                        let mut until = tokio::time::Instant::now() + self.debounce;
+                        if let Some(settled) = self.writing.next_settle() {
+                            until = until.min(settled);
+                        }
+                        let settle = tokio::time::sleep_until(until);
                         tokio::pin!(settle);
                         loop {
                             tokio::select! {
@@ -447,9 +496,13 @@ impl Shared {
                     }
                 }
             }
+            // The scan sees every change made so far; one made from here on needs a wake,
+            // and so a scan, of its own.
+            self.writing.now_pending.store(false, Ordering::Release);
             self.scan_logged().await;
         }
         drop(watcher);
+        self.writing.followed.store(false, Ordering::Release);
     }
 
     /// Scans; a failure is logged by `scan` and retried by the next one.
@@ -466,38 +519,84 @@ struct DirWatcher {
 
 /// What an event means for the files it names: a write going on, a complete change, or
 /// nothing (a read).
-fn classify(event: &notify::Event, writing: &Writing) -> Option<Wake> {
+fn classify(event: &notify::Event, dir: &Path, writing: &Writing) -> Option<Wake> {
     use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
-    let names = || event.paths.iter().filter_map(|p| p.file_name());
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    // Descriptor names only: an editor's or `kubectl`'s temporary file, and a Kubernetes
+    // version directory or `..data_tmp` link, wake nothing while they are written; the
+    // rename that completes them does. So one save or swap is one scan.
+    let names = || {
+        event
+            .paths
+            .iter()
+            .filter_map(|p| p.file_name())
+            .filter(|n| is_descriptor_name(n))
+    };
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-            names().for_each(|n| writing.finished(n));
-            Some(Wake::Now)
+            let mut any = false;
+            names().for_each(|n| {
+                writing.finished(n);
+                any = true;
+            });
+            any.then_some(Wake::Now)
         }
         EventKind::Access(_) => None,
-        // A new regular file is being written until it is closed; a symlink or a directory
-        // is complete as it appears.
-        EventKind::Create(CreateKind::File) | EventKind::Create(CreateKind::Any) => {
-            let mut wake = Wake::Now;
+        // A new regular file is being written until it is closed; a symlink, a directory
+        // or a hard link to a file that exists already is complete as it appears.
+        EventKind::Create(CreateKind::File | CreateKind::Any | CreateKind::Folder) => {
+            let mut wake = None;
             for path in &event.paths {
-                let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
-                if let (true, Some(name)) = (regular, path.file_name()) {
+                let Some(name) = path.file_name().filter(|n| is_descriptor_name(n)) else {
+                    continue;
+                };
+                if being_created(path) {
                     writing.started(name.to_owned());
-                    wake = Wake::Settle;
+                    wake = wake.or(Some(Wake::Settle));
+                } else {
+                    wake = Some(Wake::Now);
                 }
             }
-            Some(wake)
+            wake
         }
         EventKind::Modify(ModifyKind::Data(_)) => {
-            names().for_each(|n| writing.started(n.to_owned()));
-            Some(Wake::Settle)
+            let mut any = false;
+            names().for_each(|n| {
+                writing.started(n.to_owned());
+                any = true;
+            });
+            any.then_some(Wake::Settle)
         }
+        // inotify reports a rename as its two halves (`From`, `To`) and then again whole:
+        // the halves are enough, and a wake for the whole one could come after the scan
+        // the halves started, for a second scan that finds nothing new.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
+        // A rename or removal of a descriptor, of the directory itself, or of the
+        // Kubernetes `..data` link; not of a temporary file.
         EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
             names().for_each(|n| writing.finished(n));
-            Some(Wake::Now)
+            let relevant = event.paths.iter().any(|p| {
+                p == dir
+                    || p.file_name()
+                        .is_some_and(|n| n == "..data" || is_descriptor_name(n))
+            });
+            relevant.then_some(Wake::Now)
         }
         _ => Some(Wake::Now),
+    }
+}
+
+/// Whether `path` is a regular file with one link: one a writer has just created and may
+/// still be writing. A hard link (two or more) names a file that was written elsewhere.
+fn being_created(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() == 1)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
     }
 }
 
@@ -517,17 +616,21 @@ impl DirWatcher {
             return;
         }
         self.inner = None;
+        writing.followed.store(false, Ordering::Release);
         if identity.is_none() {
             return;
         }
         use notify::Watcher as _;
-        let (tx, writing) = (events.clone(), Arc::clone(writing));
+        let (tx, files, watched) = (events.clone(), Arc::clone(writing), dir.to_path_buf());
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let wake = match &event {
-                Ok(e) => classify(e, &writing),
+                Ok(e) => classify(e, &watched, &files),
                 // An error (such as an event-queue overflow) means events were lost.
                 Err(_) => Some(Wake::Now),
             };
+            if wake == Some(Wake::Now) && files.now_pending.swap(true, Ordering::AcqRel) {
+                return;
+            }
             if let Some(wake) = wake {
                 // A full channel already holds pending rescans, which will see this change.
                 let _ = tx.try_send(wake);
@@ -537,7 +640,10 @@ impl DirWatcher {
             w.watch(dir, notify::RecursiveMode::NonRecursive)?;
             Ok(w)
         }) {
-            Ok(w) => self.inner = Some((w, identity)),
+            Ok(w) => {
+                self.inner = Some((w, identity));
+                writing.followed.store(true, Ordering::Release);
+            }
             Err(e) => tracing::warn!(
                 dir = %dir.display(),
                 error = %isopace_host::error_chain(&e),

@@ -151,6 +151,13 @@ pub(crate) struct ScanState {
 /// Directories with at least this many descriptors are stat'ed on several threads.
 const PARALLEL_STAT_FROM: usize = 512;
 
+/// Whether a directory entry named `name` is a descriptor: `*.json`, not hidden.
+pub(crate) fn is_descriptor_name(name: &std::ffi::OsStr) -> bool {
+    // Lossy replacement keeps ASCII as it is, so this tests the real name's ends.
+    let shown = name.to_string_lossy();
+    !shown.starts_with('.') && shown.ends_with(".json")
+}
+
 /// Lists `*.json` entries, calling `each` with the file name, its path and its metadata:
 /// hidden names skipped, symlinks followed. Whatever a `*.json` name is (a directory, a FIFO,
 /// a name that is not UTF-8) is listed, so it is reported rather than ignored. The order is
@@ -167,9 +174,7 @@ fn list(
     for entry in fs::read_dir(dir).map_err(directory)? {
         let entry = entry.map_err(directory)?;
         let file_name = entry.file_name();
-        // Lossy replacement keeps ASCII as it is, so this tests the real name's ends.
-        let shown = file_name.to_string_lossy();
-        if shown.starts_with('.') || !shown.ends_with(".json") {
+        if !is_descriptor_name(&file_name) {
             continue;
         }
         entries.push((file_name, entry));
@@ -206,31 +211,45 @@ fn stat_all(entries: &[(OsString, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata
     })
 }
 
+/// What a scan knows of writes in progress, from file events.
+#[derive(Debug, Default)]
+pub(crate) struct InProgress {
+    /// Files a writer has open: kept as they were.
+    pub(crate) names: HashSet<OsString>,
+    /// When file events are followed: a file modified this recently that reads as cut-off
+    /// JSON is taken for a write whose events are still on their way, kept as it was and
+    /// returned as deferred, rather than reported.
+    pub(crate) recent: Option<Duration>,
+}
+
 /// Where `${VAR}` values come from.
 pub(crate) type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Brings every listed file's record up to date — metadata first, content only where it
 /// changed — and returns the records of files that are gone. A changed file is parsed and
 /// migrated by `registry`. A file named in `writing` is being written: it is kept as it was
-/// (not read, not reported), or left out while it is new. Blocking file I/O; run it off the
-/// async threads.
+/// (not read, not reported), or left out while it is new; so is one that looks cut off mid-
+/// write (see [`InProgress::recent`]), whose name goes in `deferred`. Blocking file I/O; run
+/// it off the async threads.
 fn refresh(
     state: &mut ScanState,
     registry: &Registry,
     dir: &Path,
     env: &dyn Lookup,
-    writing: &HashSet<OsString>,
+    writing: &InProgress,
+    deferred: &mut Vec<OsString>,
 ) -> Result<Vec<Record>, Error> {
     state.generation += 1;
     let generation = state.generation;
     list(dir, |file_name, path, meta| {
-        if writing.contains(&file_name) {
+        if writing.names.contains(&file_name) {
             if let Some(record) = state.records.get_mut(&file_name) {
                 record.seen = generation;
             }
             return;
         }
         let utf8 = file_name.to_str().is_some();
+        let name = file_name.clone();
         let record = state.records.entry(file_name).or_insert_with(|| Record {
             path: path.clone(),
             seen: generation,
@@ -269,7 +288,18 @@ fn refresh(
                         }
                         Ok(bytes) => {
                             if record.content.as_deref() != Some(&bytes[..]) {
-                                record.parsed = registry.parse(&path, &bytes, env);
+                                let parsed = registry.parse(&path, &bytes, env);
+                                if parsed.is_err()
+                                    && writing.recent.is_some_and(|recent| {
+                                        modified_within(meta.modified, recent)
+                                    })
+                                    && cut_off_json(&bytes)
+                                {
+                                    // Read again once its writer is done; meanwhile, as it was.
+                                    deferred.push(name);
+                                    return;
+                                }
+                                record.parsed = parsed;
                                 record.content = Some(bytes);
                             }
                         }
@@ -280,6 +310,12 @@ fn refresh(
             }
         }
     })?;
+    // A new file deferred is left out, as one being written is.
+    for name in deferred.iter() {
+        if state.records.get(name).is_some_and(|r| r.meta.is_none()) {
+            state.records.remove(name);
+        }
+    }
     let gone: Vec<OsString> = state
         .records
         .iter()
@@ -294,6 +330,25 @@ fn refresh(
         state.dirty = true;
     }
     Ok(removed)
+}
+
+/// What [`ScanState::scan`] did: its report, the new file statuses when any changed, and the
+/// files it took for writes in progress (see [`InProgress::recent`]).
+pub(crate) struct Scanned {
+    pub(crate) report: ScanReport,
+    pub(crate) statuses: Option<Vec<FileStatus>>,
+    pub(crate) deferred: Vec<OsString>,
+}
+
+/// Whether a file last modified at `modified` was modified within `recent` of now.
+fn modified_within(modified: Option<SystemTime>, recent: Duration) -> bool {
+    modified.is_some_and(|t| t.elapsed().map_or(true, |age| age < recent))
+}
+
+/// Whether `bytes` is JSON that ends too soon (empty included): what a reader sees of a
+/// file being rewritten in place.
+fn cut_off_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err_and(|e| e.is_eof())
 }
 
 /// What a file should have running, decided before anything is applied.
@@ -345,21 +400,29 @@ impl ScanState {
         registry: &Arc<Registry>,
         dir: &Path,
         env: &Environment,
-        writing: HashSet<OsString>,
-    ) -> Result<(ScanReport, Option<Vec<FileStatus>>), Error> {
+        writing: impl FnOnce() -> InProgress,
+    ) -> Result<Scanned, Error> {
         let guard = state.lock_owned().await;
+        // Which files are being written, as of now: a scan that waited for another one
+        // must not go by what was being written when it was asked for.
+        let writing = writing();
         let (types, dir, env) = (Arc::clone(registry), dir.to_path_buf(), Arc::clone(env));
-        let (mut guard, listing) = tokio::task::spawn_blocking(move || {
+        let (mut guard, listing, deferred) = tokio::task::spawn_blocking(move || {
             let mut guard = guard;
-            let listing = refresh(&mut guard, &types, &dir, &&*env, &writing);
-            (guard, listing)
+            let mut deferred = Vec::new();
+            let listing = refresh(&mut guard, &types, &dir, &&*env, &writing, &mut deferred);
+            (guard, listing, deferred)
         })
         .await
         .expect("reading descriptor files does not panic");
         let removed = listing?;
         let report = guard.reconcile(host, registry, removed).await;
         let statuses = std::mem::take(&mut guard.dirty).then(|| guard.statuses());
-        Ok((report, statuses))
+        Ok(Scanned {
+            report,
+            statuses,
+            deferred,
+        })
     }
 
     async fn reconcile(

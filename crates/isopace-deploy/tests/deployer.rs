@@ -592,13 +592,22 @@ async fn a_large_directory_is_listed_whole_and_in_order() {
 
 /// A running deployer with file events on and a debounce far beyond the test, on `dir`.
 async fn watching(dir: &std::path::Path, lifecycle: &Lifecycle) -> (Host, MetricsRegistry) {
+    watching_with(dir, lifecycle, Duration::from_secs(3600)).await
+}
+
+/// [`watching`] with the given debounce.
+async fn watching_with(
+    dir: &std::path::Path,
+    lifecycle: &Lifecycle,
+    debounce: Duration,
+) -> (Host, MetricsRegistry) {
     let metrics = MetricsRegistry::new();
     let host = Host::builder()
         .observer(std::sync::Arc::new(metrics.clone()))
         .build();
     let deployer = Deployer::builder(&host, probe_registry(lifecycle), dir)
         .scan_interval(Duration::from_secs(3600))
-        .debounce(Duration::from_secs(3600))
+        .debounce(debounce)
         .build();
     let handle = deployer.handle();
     host.register(deployer).unwrap();
@@ -708,4 +717,167 @@ async fn a_rename_that_keeps_the_name_keeps_the_component_or_redeploys_it() {
     // Removing the file that has it now undeploys it.
     f.remove("c.json");
     assert_eq!(f.scan().await.undeployed, ["alpha"]);
+}
+
+/// Waits for file events to have been handled, then returns the scans since `before`.
+async fn scans_since(metrics: &MetricsRegistry, before: u64) -> u64 {
+    // Events come from the watcher's thread within microseconds; a late one would show here.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scans(metrics) - before
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn one_atomic_save_or_configmap_swap_is_one_scan() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir(root.join("..2026_01")).unwrap();
+    fs::write(
+        root.join("..2026_01/edge.json"),
+        probe("edge", json!({"tag": "v1"})),
+    )
+    .unwrap();
+    symlink("..2026_01", root.join("..data")).unwrap();
+    symlink("..data/edge.json", root.join("edge.json")).unwrap();
+    let lifecycle = Lifecycle::new();
+    let (host, metrics) = watching(root, &lifecycle).await;
+    assert_eq!(lifecycle.running_tag("edge").as_deref(), Some("v1"));
+
+    // An atomic save: a hidden temporary file written, closed and renamed into place, with
+    // a pause between the steps (as a slow writer takes), so no step's events arrive
+    // together with the next one's.
+    let pause = || tokio::time::sleep(Duration::from_millis(50));
+    let before = scans(&metrics);
+    fs::write(root.join(".a.json.tmp"), probe("a", json!({"tag": "v1"}))).unwrap();
+    pause().await;
+    fs::rename(root.join(".a.json.tmp"), root.join("a.json")).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("a").is_some()),
+    )
+    .await
+    .expect("a deployed");
+    assert_eq!(scans_since(&metrics, before).await, 1, "scans for one save");
+
+    // The kubelet's swap: a version directory, a `..data_tmp` link renamed over `..data`,
+    // the old version directory removed.
+    let before = scans(&metrics);
+    fs::create_dir(root.join("..2026_02")).unwrap();
+    pause().await;
+    fs::write(
+        root.join("..2026_02/edge.json"),
+        probe("edge", json!({"tag": "v2"})),
+    )
+    .unwrap();
+    symlink("..2026_02", root.join("..data_tmp")).unwrap();
+    pause().await;
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    pause().await;
+    fs::remove_dir_all(root.join("..2026_01")).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("edge").as_deref() == Some("v2")),
+    )
+    .await
+    .expect("edge redeployed");
+    assert_eq!(scans_since(&metrics, before).await, 1, "scans for one swap");
+    host.stop().await.unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_hard_link_deploys_at_once_and_an_unclosed_or_cut_off_write_once_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let lifecycle = Lifecycle::new();
+    let (host, metrics) = watching(dir.path(), &lifecycle).await;
+    // A hard link names a file written elsewhere: complete as it appears, though no writer
+    // closes it here (and the debounce and the interval are an hour).
+    let written = outside.path().join("b.json");
+    fs::write(&written, probe("b", json!({}))).unwrap();
+    fs::hard_link(&written, dir.path().join("b.json")).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        lifecycle.wait_until(|l| l.running_tag("b").is_some()),
+    )
+    .await
+    .expect("the hard link deployed at once");
+
+    // A writer that writes a whole file and never closes it (it hangs, say): read once it
+    // has been quiet for WRITE_SETTLE, not at the next interval an hour away.
+    let mut file = fs::File::create(dir.path().join("c.json")).unwrap();
+    io::Write::write_all(&mut file, probe("c", json!({})).as_bytes()).unwrap();
+    io::Write::flush(&mut file).unwrap();
+    tokio::time::timeout(
+        isopace_deploy::WRITE_SETTLE + Duration::from_secs(3),
+        lifecycle.wait_until(|l| l.running_tag("c").is_some()),
+    )
+    .await
+    .expect("the unclosed file deployed once it settled");
+    drop(file);
+    let text = metrics.render();
+    assert!(
+        !text.contains("isopace_deployer_failures_total{"),
+        "a failure was reported:\n{text}"
+    );
+
+    // A file that really is cut short is reported, once it has settled.
+    let text = probe("d", json!({}));
+    fs::write(dir.path().join("d.json"), &text[..text.len() / 2]).unwrap();
+    tokio::time::timeout(
+        isopace_deploy::WRITE_SETTLE + Duration::from_secs(3),
+        async {
+            while !metrics
+                .render()
+                .contains("isopace_deployer_failures_total{")
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await
+    .expect("the cut-off file was reported");
+    assert!(metrics.render().contains("d.json"), "{}", metrics.render());
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_rewrites_in_place_report_no_failure_and_end_on_the_last_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = Lifecycle::new();
+    let path = dir.path().join("r.json");
+    fs::write(&path, probe("r", json!({"tag": "v0000"}))).unwrap();
+    let (host, metrics) =
+        watching_with(dir.path(), &lifecycle, isopace_deploy::DEFAULT_DEBOUNCE).await;
+    assert_eq!(lifecycle.running_tag("r").as_deref(), Some("v0000"));
+
+    // Each rewrite truncates the file and writes it whole, as `fs::write` (and most editors
+    // saving in place) do; scans run throughout, so many of them find a file cut short.
+    let writer = std::thread::spawn(move || {
+        for i in 1..=300 {
+            let text = probe("r", json!({ "tag": format!("v{i:04}") }));
+            let mut file = fs::File::create(&path).unwrap();
+            let (first, rest) = text.as_bytes().split_at(text.len() / 2);
+            io::Write::write_all(&mut file, first).unwrap();
+            io::Write::flush(&mut file).unwrap();
+            std::thread::yield_now();
+            io::Write::write_all(&mut file, rest).unwrap();
+        }
+    });
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        lifecycle.wait_until(|l| l.running_tag("r").as_deref() == Some("v0300")),
+    )
+    .await
+    .expect("the last version runs");
+    let text = metrics.render();
+    assert!(
+        !text.contains("isopace_deployer_failures_total{"),
+        "a write in progress was reported as a failure:\n{text}"
+    );
+    host.stop().await.unwrap();
 }
