@@ -61,17 +61,36 @@ fn run_serves_the_example_and_follows_the_directory() {
         .matches("# TYPE isopace_component_state ")
         .count();
     assert_eq!(families, 1, "one state family in\n{}", metrics.body);
-    // Every family has its help text: none is made on the side.
-    for family in metrics
-        .body
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-    {
-        let name = family.split(' ').next().unwrap();
-        let help = format!("# HELP {name} ");
+    // The whole exposition parses as Prometheus text, and every family has its help text:
+    // none is made on the side.
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(&metrics.body)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", metrics.body));
+    assert!(
+        exposition.families.len() >= 10,
+        "{} families in\n{}",
+        exposition.families.len(),
+        metrics.body
+    );
+    for family in exposition.families.values() {
         assert!(
-            metrics.body.contains(&help),
-            "{name} has no help in\n{}",
+            !family.help.is_empty(),
+            "{} has no help in\n{}",
+            family.family_name,
+            metrics.body
+        );
+    }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "isopace_build_info",
+    ] {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            exposition.families.contains_key(family) || exposition.families.contains_key(name),
+            "no {name} in\n{}",
             metrics.body
         );
     }
