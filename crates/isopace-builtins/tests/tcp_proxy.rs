@@ -232,6 +232,9 @@ async fn ten_redeploys_refuse_and_reset_no_connection_of_a_steady_client() {
     let (first, addr) = proxy("127.0.0.1:0".parse().unwrap(), upstreams[0], "5s");
     host.deploy(first).await.unwrap();
     let addr = addr.lock().unwrap().unwrap();
+    // A connection held open through every redeploy: the first version drains it.
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(&read_tag(&mut held).await, b"one:");
 
     let (seen, done) = (Arc::new(Seen::default()), Arc::new(AtomicBool::new(false)));
     let clients: Vec<_> = (0..2)
@@ -273,6 +276,19 @@ async fn ten_redeploys_refuse_and_reset_no_connection_of_a_steady_client() {
         assert!(tags.contains(tag), "no exchange reached {tag:?}");
     }
     assert!(took < Duration::from_secs(5), "ten redeploys took {took:?}");
+    // The held connection still works, through its first upstream, while the first version
+    // drains it in the background.
+    assert_eq!(echo(&mut held, b"still here").await, b"still here");
+    assert!(!host.status_of("edge").unwrap().draining.is_empty());
+    drop(held);
+    let mut changes = host.changed();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !host.status_of("edge").unwrap().draining.is_empty() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("every earlier version has drained");
     host.stop().await.unwrap();
 }
 
