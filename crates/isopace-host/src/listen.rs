@@ -29,7 +29,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | written | meaning |
 /// |---|---|
 /// | `127.0.0.1:7000`, `[::1]:7000` | that address and port |
-/// | `:7000` | every interface, port 7000 (as Go and nginx read it) |
+/// | `:7000` | every IPv4 interface (`0.0.0.0:7000`), as nginx reads it; write `[::]:7000` for IPv6 (and, unless the system sets `bindv6only`, IPv4) |
 /// | `localhost:7000` | a host name, resolved when the socket is bound |
 /// | `unix:/run/app.sock` | a Unix socket, created with mode 0600 |
 ///
