@@ -455,18 +455,28 @@ impl Host {
             for key in slots.table.keys_in(State::Backoff) {
                 slots.table.set(key, State::Stopped, None);
             }
-            slots.table.keys_in(State::Running)
+            let order = slots.table.keys_in(State::Running);
+            // Sockets kept for no running component (a retired one's, a failed one's)
+            // close now; a running component's, when its turn to stop comes.
+            let running: std::collections::HashSet<Arc<str>> = order
+                .iter()
+                .filter_map(|&key| slots.table.name(key))
+                .collect();
+            self.inner.env.listeners().keep_names(&running);
+            order
         };
-        // The host's copies of the listening sockets close now: each closes for good when
-        // its component stops listening, in its turn, so a client arriving after that is
-        // refused rather than left in a backlog nobody accepts from.
-        self.inner.env.listeners().release_all();
         self.inner.handed_over.lock().clear();
         let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host stopping");
         let mut errors = Vec::new();
         let mut stopping = Vec::new();
         for key in order.into_iter().rev() {
+            // The host's copy of its sockets closes now, so each closes for good once the
+            // component stops listening: a client arriving after that is refused, not left
+            // in a backlog nobody accepts from while the component drains.
+            if let Some(name) = self.inner.state.lock().table.name(key) {
+                self.inner.env.listeners().release(&name);
+            }
             let Some(limit) = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()))
             else {
                 if let Err(e) = self.call(key, Phase::Stop, None).await {
@@ -511,6 +521,7 @@ impl Host {
         }
         cancelled.defuse();
         self.inner.state.lock().phase = HostPhase::Idle;
+        self.inner.env.listeners().release_all();
         if !stopping.is_empty() {
             let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
             let error = Error::ShutdownTimeout {

@@ -249,6 +249,13 @@ impl Listeners {
             .retain(|(name, _), _| &**name != component);
     }
 
+    /// Closes the sockets of every component not named in `names`.
+    pub(crate) fn keep_names(&self, names: &std::collections::HashSet<Arc<str>>) {
+        self.bound
+            .lock()
+            .retain(|(name, _), _| names.contains(name));
+    }
+
     /// Closes every socket.
     pub(crate) fn release_all(&self) {
         self.bound.lock().clear();
