@@ -243,8 +243,9 @@ impl Component for Holder {
     }
 }
 
-#[tokio::test]
-async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_background() {
+/// A started host (stop bound 30 s) running `edge`, which holds each connection open until
+/// its client closes it; its address, and one connection it has answered.
+async fn serving_a_held_connection() -> (Host, std::net::SocketAddr, TcpStream) {
     let host = Host::builder()
         .stop_timeout(Duration::from_secs(30))
         .build();
@@ -255,8 +256,19 @@ async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_backgrou
     host.deploy(server).await.unwrap();
     let addr = port_of(&bound);
     let mut open = TcpStream::connect(addr).await.unwrap();
-    let mut tag = [0; 2];
-    open.read_exact(&mut tag).await.unwrap();
+    assert_eq!(read_exactly(&mut open, 2).await, "v1");
+    (host, addr, open)
+}
+
+async fn read_exactly(stream: &mut TcpStream, n: usize) -> String {
+    let mut bytes = vec![0; n];
+    stream.read_exact(&mut bytes).await.unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_background() {
+    let (host, addr, mut open) = serving_a_held_connection().await;
 
     // The held connection would keep a drain going for 30 s; undeploy does not wait for it.
     tokio::time::timeout(Duration::from_secs(5), host.undeploy("edge"))
@@ -285,18 +297,7 @@ async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_backgrou
 
 #[tokio::test]
 async fn a_stopping_host_refuses_new_clients_while_it_drains() {
-    let host = Host::builder()
-        .stop_timeout(Duration::from_secs(30))
-        .build();
-    host.start().await.unwrap();
-    let mut server = Server::new("edge", "v1", "127.0.0.1:0");
-    server.hold = true;
-    let bound = Arc::clone(&server.bound);
-    host.deploy(server).await.unwrap();
-    let addr = port_of(&bound);
-    let mut open = TcpStream::connect(addr).await.unwrap();
-    let mut tag = [0; 2];
-    open.read_exact(&mut tag).await.unwrap();
+    let (host, addr, mut open) = serving_a_held_connection().await;
 
     let stopping = tokio::spawn({
         let host = host.clone();
