@@ -441,11 +441,11 @@ async fn files_apply_in_lexical_order() {
 }
 
 #[cfg(unix)]
-#[tokio::test]
-async fn a_configmap_style_swap_redeploys() {
+/// Lays out `root` as the kubelet mounts a ConfigMap: `edge.json` links to `..data/edge.json`,
+/// and `..data` to the version directory `..2026_01`, whose `edge` has tag v1.
+#[cfg(unix)]
+fn configmap_v1(root: &std::path::Path) {
     use std::os::unix::fs::symlink;
-    let f = Fixture::new().await;
-    let root = f.dir.path();
     fs::create_dir(root.join("..2026_01")).unwrap();
     fs::write(
         root.join("..2026_01/edge.json"),
@@ -454,6 +454,14 @@ async fn a_configmap_style_swap_redeploys() {
     .unwrap();
     symlink("..2026_01", root.join("..data")).unwrap();
     symlink("..data/edge.json", root.join("edge.json")).unwrap();
+}
+
+#[tokio::test]
+async fn a_configmap_style_swap_redeploys() {
+    use std::os::unix::fs::symlink;
+    let f = Fixture::new().await;
+    let root = f.dir.path();
+    configmap_v1(root);
     assert_eq!(f.scan().await.deployed, ["edge"]);
 
     // The kubelet writes a new version directory and swaps `..data` atomically.
@@ -737,14 +745,7 @@ async fn one_atomic_save_or_configmap_swap_is_one_scan() {
     use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    fs::create_dir(root.join("..2026_01")).unwrap();
-    fs::write(
-        root.join("..2026_01/edge.json"),
-        probe("edge", json!({"tag": "v1"})),
-    )
-    .unwrap();
-    symlink("..2026_01", root.join("..data")).unwrap();
-    symlink("..data/edge.json", root.join("edge.json")).unwrap();
+    configmap_v1(root);
     let lifecycle = Lifecycle::new();
     let (host, metrics) = watching(root, &lifecycle).await;
     assert_eq!(lifecycle.running_tag("edge").as_deref(), Some("v1"));
