@@ -122,6 +122,23 @@ impl Settings {
     }
 }
 
+/// What a stop call does once the component's `stop` has returned.
+#[derive(Debug, Clone, Copy)]
+struct AfterStop {
+    /// Close the component's listening sockets (they are not handed to a next version).
+    close_sockets: bool,
+    /// Wait for the instance's tasks (otherwise the caller leaves them to drain).
+    drain: bool,
+}
+
+impl AfterStop {
+    /// Keep the sockets and wait for the tasks: a restart, or an unwinding start.
+    const DRAIN: AfterStop = AfterStop {
+        close_sockets: false,
+        drain: true,
+    };
+}
+
 /// A retired instance stopping in the background: its id, name, stop deadline and instance.
 type Retiring = (u64, Arc<str>, SystemTime, Option<Arc<Instance>>);
 
@@ -468,18 +485,19 @@ impl Host {
         self.inner.handed_over.lock().clear();
         let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host stopping");
+        const CLOSE_AND_DRAIN: AfterStop = AfterStop {
+            close_sockets: true,
+            drain: true,
+        };
         let mut errors = Vec::new();
         let mut stopping = Vec::new();
         for key in order.into_iter().rev() {
-            // The host's copy of its sockets closes now, so each closes for good once the
-            // component stops listening: a client arriving after that is refused, not left
-            // in a backlog nobody accepts from while the component drains.
-            if let Some(name) = self.inner.state.lock().table.name(key) {
-                self.inner.env.listeners().release(&name);
-            }
             let Some(limit) = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()))
             else {
-                if let Err(e) = self.call(key, Phase::Stop, None).await {
+                if let Err(e) = self
+                    .call_draining(key, Phase::Stop, None, CLOSE_AND_DRAIN)
+                    .await
+                {
                     errors.push(e);
                 }
                 continue;
@@ -490,7 +508,10 @@ impl Host {
                 stopping.push(name);
                 continue;
             }
-            match self.call(key, Phase::Stop, Some(limit)).await {
+            match self
+                .call_draining(key, Phase::Stop, Some(limit), CLOSE_AND_DRAIN)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if matches!(e.failure(), Failure::TimedOut(t) if *t < self.inner.settings.stop_timeout) =>
                 {
@@ -564,14 +585,12 @@ impl Host {
     ) -> Result<(), Error> {
         check_reentrant(self.inner.id, "deploy")?;
         let _lifecycle = self.inner.lifecycle.lock().await;
-        let inherited = self.inner.handed_over.lock().remove(component.name());
-        let (key, running) = {
+        let (key, running, inherited) = {
             let mut slots = self.inner.state.lock();
             let running = slots.phase == HostPhase::Running;
-            (
-                slots.insert(component, &self.inner.env, supervision)?,
-                running,
-            )
+            let key = slots.insert(component, &self.inner.env, supervision)?;
+            let name = slots.table.name(key).expect("just inserted");
+            (key, running, self.inner.handed_over.lock().remove(&name))
         };
         if !running {
             return Ok(());
@@ -619,13 +638,16 @@ impl Host {
             let instance = slots.table.supervised(key).and_then(|r| r.instance.clone());
             (key, running, instance)
         };
-        self.inner.env.listeners().release(name);
         self.inner.handed_over.lock().remove(name);
         // An undeploy abandoned mid-stop still removes the component.
         let removal = OnCancel::new(|| self.inner.remove(key, true));
         let began = Instant::now();
         let result = if running {
-            self.call_draining(key, Phase::Stop, None, false)
+            let after = AfterStop {
+                close_sockets: true,
+                drain: false,
+            };
+            self.call_draining(key, Phase::Stop, None, after)
                 .await
                 .map_err(Error::Component)
         } else {
@@ -633,10 +655,12 @@ impl Host {
         };
         removal.defuse();
         self.inner.remove(key, false);
+        // Sockets it kept without running (a failed component's) close too.
+        self.inner.env.listeners().release(name);
         tracing::info!(component = name, "undeployed");
         match instance.filter(|_| running) {
-            Some(instance) => self.drain_in_background(name, instance, began, true),
-            None => self.inner.forget(name),
+            Some(instance) => self.drain_in_background(name, instance, began),
+            None => self.inner.forget_if_unused(name),
         }
         result
     }
@@ -669,7 +693,11 @@ impl Host {
         let removal = OnCancel::new(|| self.inner.remove(key, false));
         let began = Instant::now();
         let result = if running {
-            self.call_draining(key, Phase::Stop, None, false)
+            let after = AfterStop {
+                close_sockets: false,
+                drain: false,
+            };
+            self.call_draining(key, Phase::Stop, None, after)
                 .await
                 .map_err(Error::Component)
         } else {
@@ -678,29 +706,22 @@ impl Host {
         drop(removal);
         self.inner.handed_over.lock().insert(Arc::from(name));
         if let Some(instance) = instance.filter(|_| running) {
-            self.drain_in_background(name, instance, began, false);
+            self.drain_in_background(name, instance, began);
         }
         result
     }
 
     /// Lets a stopped instance's tasks (a proxy's open connections) finish in the
     /// background, within what is left of its stop bound since `began`, listed in
-    /// [`ComponentStatus::draining`] of a successor meanwhile. With `forget`, the
-    /// component's metric series go once they end, unless the name is registered again.
-    fn drain_in_background(
-        &self,
-        name: &str,
-        instance: Arc<Instance>,
-        began: Instant,
-        forget: bool,
-    ) {
+    /// [`ComponentStatus::draining`] of a successor meanwhile. The component's metric
+    /// series go once they end, unless the name is in use again.
+    fn drain_in_background(&self, name: &str, instance: Arc<Instance>, began: Instant) {
+        // Cancelled now rather than when the drain task first runs: tasks that end on
+        // cancellation (an accept loop) start ending before the caller returns.
+        instance.token.cancel();
+        instance.tracker.close();
         if instance.tracker.is_empty() {
-            // Nothing to wait for: done here, so the caller returns with it done.
-            instance.token.cancel();
-            instance.tracker.close();
-            if forget {
-                self.inner.forget(name);
-            }
+            self.inner.forget_if_unused(name);
             return;
         }
         let left = self
@@ -721,14 +742,8 @@ impl Host {
             drain(&name, &instance, left).await;
             if let Some(host) = weak.upgrade() {
                 host.inner.draining.lock().retain(|(i, ..)| *i != id);
-                let reused = {
-                    let slots = host.inner.state.lock();
-                    slots.table.touch();
-                    slots.table.key_of(&name).is_some()
-                };
-                if forget && !reused {
-                    host.inner.forget(&name);
-                }
+                host.inner.state.lock().table.touch();
+                host.inner.forget_if_unused(&name);
             }
         });
     }
@@ -770,17 +785,19 @@ impl Host {
         phase: Phase,
         limit: Option<Duration>,
     ) -> Result<(), ComponentError> {
-        self.call_draining(key, phase, limit, true).await
+        self.call_draining(key, phase, limit, AfterStop::DRAIN)
+            .await
     }
 
-    /// [`call`](Host::call); for a stop, `drain_now` says whether to wait for the
+    /// [`call`](Host::call); for a stop, `after` says whether to close the component's
+    /// listening sockets once its `stop` has returned, and whether to wait for the
     /// instance's tasks here (or leave that to the caller).
     async fn call_draining(
         &self,
         key: Key,
         phase: Phase,
         limit: Option<Duration>,
-        drain_now: bool,
+        after: AfterStop,
     ) -> Result<(), ComponentError> {
         let transient = match phase {
             Phase::Start => State::Starting,
@@ -840,8 +857,13 @@ impl Host {
         }
         .run(&name, &mut **component)
         .await;
+        if phase == Phase::Stop && after.close_sockets {
+            // The component has stopped listening: from now on a client is refused, not
+            // left in a backlog nobody accepts from while its connections drain.
+            self.inner.env.listeners().release(&name);
+        }
         match (phase, &instance) {
-            (Phase::Stop, Some(instance)) if drain_now => {
+            (Phase::Stop, Some(instance)) if after.drain => {
                 elapsed += drain(&name, instance, timeout.saturating_sub(elapsed)).await;
             }
             (Phase::Start, Some(instance)) if result.is_ok() => {
@@ -1294,6 +1316,16 @@ impl Inner {
     /// Drops every metric series labelled with `name`.
     fn forget(&self, name: &str) {
         self.env.observer().forget(&[attr("component", name)]);
+    }
+
+    /// [`forget`](Inner::forget), unless a component of that name is registered or an
+    /// earlier one still drains: their series are still being written.
+    fn forget_if_unused(&self, name: &str) {
+        let registered = self.state.lock().table.key_of(name).is_some();
+        let draining = self.draining.lock().iter().any(|(_, n, ..)| **n == *name);
+        if !registered && !draining {
+            self.forget(name);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -25,8 +25,9 @@ use crate::{Health, status::Key};
 pub(crate) struct Live {
     state: Mutex<LiveState>,
     /// The host's change signal ([`Host::changed`](crate::Host::changed)), marked when
-    /// readiness or health changes; none outside a host.
-    changes: Option<tokio::sync::watch::Sender<()>>,
+    /// readiness or health changes; none outside a host. Weak, so an env or instance that
+    /// outlives the host does not keep its watchers from seeing it gone.
+    changes: Option<Weak<tokio::sync::watch::Sender<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -42,16 +43,16 @@ pub(crate) struct LiveState {
 
 impl Live {
     /// A record whose readiness and health changes mark `changes`.
-    pub(crate) fn watched(changes: tokio::sync::watch::Sender<()>) -> Live {
+    pub(crate) fn watched(changes: &Arc<tokio::sync::watch::Sender<()>>) -> Live {
         Live {
             state: Mutex::default(),
-            changes: Some(changes),
+            changes: Some(Arc::downgrade(changes)),
         }
     }
 
     /// Wakes the host's watchers, if anyone watches (see `Table::changed`).
     fn touch(&self) {
-        if let Some(changes) = &self.changes
+        if let Some(changes) = self.changes.as_ref().and_then(Weak::upgrade)
             && changes.receiver_count() > 0
         {
             changes.send_replace(());

@@ -181,6 +181,22 @@ enum Socket {
     Unix(std::os::unix::net::UnixListener, PathBuf, u64),
 }
 
+impl Socket {
+    /// Stops the kernel accepting on this socket in every copy of it, so a client is
+    /// refused even while an instance that is going away still holds one (its accept loop
+    /// then sees an error and ends).
+    fn stop_listening(&self) {
+        // On a listening socket, shutting down the read side ends listening (Linux); where
+        // it fails, closing the last copy does it.
+        let socket = match self {
+            Socket::Tcp(listener) => socket2::SockRef::from(listener),
+            #[cfg(unix)]
+            Socket::Unix(listener, ..) => socket2::SockRef::from(listener),
+        };
+        let _ = socket.shutdown(std::net::Shutdown::Read);
+    }
+}
+
 #[cfg(unix)]
 impl Drop for Socket {
     fn drop(&mut self) {
@@ -237,28 +253,34 @@ impl Listeners {
     /// Closes the sockets of `component` that its instance `generation` did not ask for: an
     /// address the new version no longer uses.
     pub(crate) fn keep_only(&self, component: &str, generation: u64) {
-        self.bound
-            .lock()
-            .retain(|(name, _), entry| &**name != component || entry.claimed_by == generation);
+        self.close_where(|(name, _), entry| &**name == component && entry.claimed_by != generation);
     }
 
     /// Closes every socket of `component`.
     pub(crate) fn release(&self, component: &str) {
-        self.bound
-            .lock()
-            .retain(|(name, _), _| &**name != component);
+        self.close_where(|(name, _), _| &**name == component);
     }
 
     /// Closes the sockets of every component not named in `names`.
     pub(crate) fn keep_names(&self, names: &std::collections::HashSet<Arc<str>>) {
-        self.bound
-            .lock()
-            .retain(|(name, _), _| names.contains(name));
+        self.close_where(|(name, _), _| !names.contains(name));
     }
 
     /// Closes every socket.
     pub(crate) fn release_all(&self) {
-        self.bound.lock().clear();
+        self.close_where(|_, _| true);
+    }
+
+    /// Closes the sockets `closes` picks: no longer accepting, whoever holds a copy.
+    fn close_where(&self, mut closes: impl FnMut(&(Arc<str>, ListenAddr), &Bound) -> bool) {
+        let closed: Vec<_> = self
+            .bound
+            .lock()
+            .extract_if(|key, entry| closes(key, entry))
+            .collect();
+        for (_, entry) in closed {
+            entry.socket.stop_listening();
+        }
     }
 }
 

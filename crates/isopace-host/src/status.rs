@@ -163,7 +163,7 @@ pub(crate) struct Table {
     gauge: Gauge,
     /// Marked changed on every state transition, registration and removal, and by each
     /// component's [`Live`] record when its readiness or health changes.
-    changes: watch::Sender<()>,
+    changes: Arc<watch::Sender<()>>,
     slab: Vec<Option<Row>>,
     free: Vec<Key>,
     order: BTreeMap<u64, Key>,
@@ -175,7 +175,7 @@ impl Table {
     pub(crate) fn new(gauge: Gauge) -> Self {
         Table {
             gauge,
-            changes: watch::Sender::new(()),
+            changes: Arc::new(watch::Sender::new(())),
             slab: Vec::new(),
             free: Vec::new(),
             order: BTreeMap::new(),
@@ -246,7 +246,7 @@ impl Table {
         let seq = self.next_seq;
         self.next_seq += 1;
         let name: Arc<str> = Arc::from(name);
-        let live = Arc::new(Live::watched(self.changes.clone()));
+        let live = Arc::new(Live::watched(&self.changes));
         let env = env
             .scoped(&name, Arc::clone(&live))
             .with_redact(supervision.redact.clone());

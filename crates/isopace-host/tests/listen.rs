@@ -297,7 +297,7 @@ async fn undeploy_closes_the_socket_at_once_and_leaves_the_drain_in_the_backgrou
 
 #[tokio::test]
 async fn a_stopping_host_refuses_new_clients_while_it_drains() {
-    let (host, addr, mut open) = serving_a_held_connection().await;
+    let (host, addr, open) = serving_a_held_connection().await;
 
     let stopping = tokio::spawn({
         let host = host.clone();
