@@ -188,6 +188,9 @@ struct Writing {
     followed: AtomicBool,
     /// When each was last written to, on the runtime's clock (which the loop sleeps on).
     files: parking_lot::Mutex<HashMap<OsString, tokio::time::Instant>>,
+    /// Counts writes finished (closes, renames, removals), so a scan knows whether one came
+    /// while it ran.
+    closes: std::sync::atomic::AtomicU64,
 }
 
 impl Writing {
@@ -197,6 +200,14 @@ impl Writing {
 
     fn finished(&self, name: &std::ffi::OsStr) {
         self.files.lock().remove(name);
+        self.closes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Forgets everything a loop that is gone knew (a deployer stopped and started again).
+    fn reset(&self) {
+        self.now_pending.store(false, Ordering::Release);
+        self.followed.store(false, Ordering::Release);
+        self.files.lock().clear();
     }
 
     /// The names still being written, forgetting writers quiet for [`WRITE_SETTLE`].
@@ -221,11 +232,9 @@ impl Writing {
     /// file nobody closes (a hard link, a writer that died) is read then, not at the next
     /// interval.
     fn next_settle(&self) -> Option<tokio::time::Instant> {
-        self.files
-            .lock()
-            .values()
-            .min()
-            .map(|at| *at + WRITE_SETTLE)
+        let mut files = self.files.lock();
+        files.retain(|_, at| at.elapsed() < WRITE_SETTLE);
+        files.values().min().map(|at| *at + WRITE_SETTLE)
     }
 }
 
@@ -388,6 +397,7 @@ impl Shared {
     async fn scan(&self) -> Result<ScanReport, Error> {
         let host = self.host.upgrade().ok_or(Error::HostGone)?;
         let began = Instant::now();
+        let closes = self.writing.closes.load(Ordering::Acquire);
         let result = ScanState::scan(
             Arc::clone(&self.state),
             &host,
@@ -401,10 +411,13 @@ impl Shared {
             if let Some(statuses) = scanned.statuses {
                 *self.statuses.write() = statuses;
             }
-            // Taken for writes whose events are on their way: read again once they settle,
-            // if no close comes first.
-            for name in scanned.deferred {
-                self.writing.started(name);
+            // Taken for writes whose events are on their way: read again once they settle.
+            // A write finished meanwhile has woken the loop for a scan of its own, which
+            // must not skip the file as still being written.
+            if self.writing.closes.load(Ordering::Acquire) == closes {
+                for name in scanned.deferred {
+                    self.writing.started(name);
+                }
             }
             scanned.report
         });
@@ -446,14 +459,22 @@ impl Shared {
     /// told to stop. A complete change rescans at once; bursts coalesce, since the events
     /// that arrive during a scan become one more scan.
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // What an earlier loop knew is stale (a pending wake it never took would silence
+        // the events); this loop's goes with it, however it ends (it may be aborted), after
+        // its watcher.
+        self.writing.reset();
+        let _reset = ResetOnDrop(Arc::clone(&self.writing));
         let (events, mut event_rx) = mpsc::channel::<Wake>(64);
         let mut watcher = self
             .watch
             .then(|| DirWatcher::new(&self.dir, events.clone(), Arc::clone(&self.writing)));
         // Ready means "the first scan ran", even when it failed: the failure is logged and
         // reported, and the next scan retries.
-        self.scan_logged().await;
+        let alive = self.scan_logged().await;
         self.initial.send_replace(true);
+        if !alive {
+            return;
+        }
         let mut interval = tokio::time::interval(self.scan_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.reset();
@@ -499,15 +520,26 @@ impl Shared {
             // The scan sees every change made so far; one made from here on needs a wake,
             // and so a scan, of its own.
             self.writing.now_pending.store(false, Ordering::Release);
-            self.scan_logged().await;
+            if !self.scan_logged().await {
+                break;
+            }
         }
         drop(watcher);
-        self.writing.followed.store(false, Ordering::Release);
     }
 
-    /// Scans; a failure is logged by `scan` and retried by the next one.
-    async fn scan_logged(&self) {
-        let _ = self.scan().await;
+    /// Scans; a failure is logged by `scan` and retried by the next one. False once the
+    /// host is gone, when there is nothing left to scan for.
+    async fn scan_logged(&self) -> bool {
+        !matches!(self.scan().await, Err(Error::HostGone))
+    }
+}
+
+/// Resets [`Writing`] when the loop that filled it ends.
+struct ResetOnDrop(Arc<Writing>);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        self.0.reset();
     }
 }
 
@@ -531,6 +563,14 @@ fn classify(event: &notify::Event, dir: &Path, writing: &Writing) -> Option<Wake
             .iter()
             .filter_map(|p| p.file_name())
             .filter(|n| is_descriptor_name(n))
+    };
+    // A descriptor, the directory itself, or the Kubernetes `..data` link.
+    let relevant = || {
+        event.paths.iter().any(|p| {
+            p == dir
+                || p.file_name()
+                    .is_some_and(|n| n == "..data" || is_descriptor_name(n))
+        })
     };
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
@@ -575,13 +615,11 @@ fn classify(event: &notify::Event, dir: &Path, writing: &Writing) -> Option<Wake
         // Kubernetes `..data` link; not of a temporary file.
         EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
             names().for_each(|n| writing.finished(n));
-            let relevant = event.paths.iter().any(|p| {
-                p == dir
-                    || p.file_name()
-                        .is_some_and(|n| n == "..data" || is_descriptor_name(n))
-            });
-            relevant.then_some(Wake::Now)
+            relevant().then_some(Wake::Now)
         }
+        // A change of attributes (the kubelet's `chmod` of a new version directory) or of
+        // an unknown kind: only for the names that matter.
+        EventKind::Modify(_) | EventKind::Create(_) => relevant().then_some(Wake::Now),
         _ => Some(Wake::Now),
     }
 }

@@ -241,6 +241,8 @@ fn refresh(
 ) -> Result<Vec<Record>, Error> {
     state.generation += 1;
     let generation = state.generation;
+    // Deferred files first seen in this scan: left out, as a new file being written is.
+    let mut deferred_new = Vec::new();
     list(dir, |file_name, path, meta| {
         if writing.names.contains(&file_name) {
             if let Some(record) = state.records.get_mut(&file_name) {
@@ -249,17 +251,20 @@ fn refresh(
             return;
         }
         let utf8 = file_name.to_str().is_some();
-        let name = file_name.clone();
-        let record = state.records.entry(file_name).or_insert_with(|| Record {
-            path: path.clone(),
-            seen: generation,
-            meta: None,
-            read_at: SystemTime::UNIX_EPOCH,
-            content: None,
-            parsed: Err(DescriptorError::new(&path, ErrorKind::Io)),
-            running: None,
-            failed: None,
-            status: None,
+        let mut new = false;
+        let record = state.records.entry(file_name).or_insert_with(|| {
+            new = true;
+            Record {
+                path: path.clone(),
+                seen: generation,
+                meta: None,
+                read_at: SystemTime::UNIX_EPOCH,
+                content: None,
+                parsed: Err(DescriptorError::new(&path, ErrorKind::Io)),
+                running: None,
+                failed: None,
+                status: None,
+            }
         });
         record.seen = generation;
         match meta {
@@ -296,6 +301,10 @@ fn refresh(
                                     && cut_off_json(&bytes)
                                 {
                                     // Read again once its writer is done; meanwhile, as it was.
+                                    let name = path.file_name().unwrap_or_default().to_owned();
+                                    if new {
+                                        deferred_new.push(name.clone());
+                                    }
                                     deferred.push(name);
                                     return;
                                 }
@@ -310,11 +319,8 @@ fn refresh(
             }
         }
     })?;
-    // A new file deferred is left out, as one being written is.
-    for name in deferred.iter() {
-        if state.records.get(name).is_some_and(|r| r.meta.is_none()) {
-            state.records.remove(name);
-        }
+    for name in &deferred_new {
+        state.records.remove(name);
     }
     let gone: Vec<OsString> = state
         .records
@@ -342,7 +348,9 @@ pub(crate) struct Scanned {
 
 /// Whether a file last modified at `modified` was modified within `recent` of now.
 fn modified_within(modified: Option<SystemTime>, recent: Duration) -> bool {
-    modified.is_some_and(|t| t.elapsed().map_or(true, |age| age < recent))
+    // A time in the future (clock skew, a file server ahead of us) is not recent: such a
+    // file would otherwise be deferred for as long as the skew lasts.
+    modified.is_some_and(|t| t.elapsed().is_ok_and(|age| age < recent))
 }
 
 /// Whether `bytes` is JSON that ends too soon (empty included): what a reader sees of a

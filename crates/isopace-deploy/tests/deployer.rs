@@ -742,7 +742,7 @@ async fn scans_since(metrics: &MetricsRegistry, before: u64) -> u64 {
 #[cfg(unix)]
 #[tokio::test]
 async fn one_atomic_save_or_configmap_swap_is_one_scan() {
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     configmap_v1(root);
@@ -776,6 +776,8 @@ async fn one_atomic_save_or_configmap_swap_is_one_scan() {
         probe("edge", json!({"tag": "v2"})),
     )
     .unwrap();
+    // The kubelet also sets the version directory's mode.
+    fs::set_permissions(root.join("..2026_02"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink("..2026_02", root.join("..data_tmp")).unwrap();
     pause().await;
     fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
@@ -804,7 +806,8 @@ async fn a_hard_link_deploys_at_once_and_an_unclosed_or_cut_off_write_once_it_se
     fs::write(&written, probe("b", json!({}))).unwrap();
     fs::hard_link(&written, dir.path().join("b.json")).unwrap();
     tokio::time::timeout(
-        Duration::from_secs(5),
+        // Sooner than a write left unclosed would be read.
+        isopace_deploy::WRITE_SETTLE - Duration::from_millis(500),
         lifecycle.wait_until(|l| l.running_tag("b").is_some()),
     )
     .await
@@ -824,9 +827,11 @@ async fn a_hard_link_deploys_at_once_and_an_unclosed_or_cut_off_write_once_it_se
     drop(file);
     assert_no_failure_reported(&metrics);
 
-    // A file that really is cut short is reported, once it has settled.
+    // A file that really is cut short is reported, once it has settled: not at once.
     let text = probe("d", json!({}));
     fs::write(dir.path().join("d.json"), &text[..text.len() / 2]).unwrap();
+    tokio::time::sleep(isopace_deploy::WRITE_SETTLE / 2).await;
+    assert_no_failure_reported(&metrics);
     tokio::time::timeout(
         isopace_deploy::WRITE_SETTLE + Duration::from_secs(3),
         async {

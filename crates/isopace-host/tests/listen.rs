@@ -147,6 +147,8 @@ async fn components_asking_for_port_0_get_sockets_of_their_own() {
     );
 }
 
+// Linux answers on all of 127.0.0.0/8, which gives the test a second loopback address.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_changed_address_binds_afresh_and_closes_the_old_socket() {
     let host = Host::default();
@@ -156,7 +158,6 @@ async fn a_changed_address_binds_afresh_and_closes_the_old_socket() {
     host.deploy(v1).await.unwrap();
     let old = port_of(&bound);
     host.retire("edge").await.unwrap();
-    // Another address on the loopback network: Linux answers on all of 127.0.0.0/8.
     let v2 = Server::new("edge", "v2", "127.0.0.2:0");
     let bound2 = Arc::clone(&v2.bound);
     host.deploy(v2).await.unwrap();
@@ -326,4 +327,45 @@ async fn a_stopping_host_refuses_new_clients_while_it_drains() {
         .expect("the stop ends with the connection")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_undeployed_version_keeps_its_metric_series_while_an_earlier_one_drains() {
+    let metrics = isopace_observe::MetricsRegistry::new();
+    let host = Host::builder()
+        .stop_timeout(Duration::from_secs(30))
+        .observer(Arc::new(metrics.clone()))
+        .build();
+    host.start().await.unwrap();
+    let mut server = Server::new("edge", "v1", "127.0.0.1:0");
+    server.hold = true;
+    let bound = Arc::clone(&server.bound);
+    host.deploy(server).await.unwrap();
+    let mut open = TcpStream::connect(port_of(&bound)).await.unwrap();
+    assert_eq!(read_exactly(&mut open, 2).await, "v1");
+    host.undeploy("edge").await.unwrap();
+
+    // Deployed and undeployed again while the first version still drains its connection:
+    // the name's series stay, since the first version still writes them.
+    host.deploy(Server::new("edge", "v2", "127.0.0.1:0"))
+        .await
+        .unwrap();
+    host.undeploy("edge").await.unwrap();
+    // Time for the second version's own (short) drain to end.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        metrics.render().contains("component=\"edge\""),
+        "{}",
+        metrics.render()
+    );
+    // Once the last version has drained, they go.
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while metrics.render().contains("component=\"edge\"") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the series went once the drain ended");
+    host.stop().await.unwrap();
 }
