@@ -609,6 +609,8 @@ async fn apply(
                         "not redeployed; rolled back to the previous version".to_owned()
                     }
                     Err(rollback_error) => {
+                        // Nothing will take over the sockets the previous version handed over.
+                        host.close_listeners(&previous.name);
                         report.undeployed.push(previous.name.clone());
                         format!(
                             "not redeployed, and rolling back to the previous version failed too \

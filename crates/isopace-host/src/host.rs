@@ -665,6 +665,20 @@ impl Host {
         result
     }
 
+    /// Closes the listening sockets the host keeps for `name` while no component of that
+    /// name is registered: those a [`retire`](Host::retire)d version handed over, when the
+    /// version that was to take them over failed and none will follow (a rollback that
+    /// could not even be built). Returns whether any were closed; does nothing while a
+    /// component of that name is registered.
+    pub fn close_listeners(&self, name: &str) -> bool {
+        let slots = self.inner.state.lock();
+        if slots.table.key_of(name).is_some() {
+            return false;
+        }
+        self.inner.handed_over.lock().remove(name);
+        self.inner.env.listeners().release(name)
+    }
+
     /// Stops the named component and removes it, keeping its metric series and listening
     /// sockets, and lets the tasks it spawned through `Env` finish in the background: for a
     /// redeploy, where the next version under the same name takes the sockets over without
@@ -714,7 +728,8 @@ impl Host {
     /// Lets a stopped instance's tasks (a proxy's open connections) finish in the
     /// background, within what is left of its stop bound since `began`, listed in
     /// [`ComponentStatus::draining`] of a successor meanwhile. The component's metric
-    /// series go once they end, unless the name is in use again.
+    /// series go once they end, unless the name is in use again (see
+    /// [`Inner::forget_if_unused`]).
     fn drain_in_background(&self, name: &str, instance: Arc<Instance>, began: Instant) {
         // Cancelled now rather than when the drain task first runs: tasks that end on
         // cancellation (an accept loop) start ending before the caller returns.
@@ -1318,12 +1333,14 @@ impl Inner {
         self.env.observer().forget(&[attr("component", name)]);
     }
 
-    /// [`forget`](Inner::forget), unless a component of that name is registered or an
-    /// earlier one still drains: their series are still being written.
+    /// [`forget`](Inner::forget), unless the name is in use: a component of that name is
+    /// registered, an earlier one still drains (their series are still being written), or
+    /// one was retired for a successor still to come (which carries them on).
     fn forget_if_unused(&self, name: &str) {
         let registered = self.state.lock().table.key_of(name).is_some();
         let draining = self.draining.lock().iter().any(|(_, n, ..)| **n == *name);
-        if !registered && !draining {
+        let handed_over = self.handed_over.lock().contains(name);
+        if !registered && !draining && !handed_over {
             self.forget(name);
         }
     }

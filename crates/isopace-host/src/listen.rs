@@ -256,9 +256,9 @@ impl Listeners {
         self.close_where(|(name, _), entry| &**name == component && entry.claimed_by != generation);
     }
 
-    /// Closes every socket of `component`.
-    pub(crate) fn release(&self, component: &str) {
-        self.close_where(|(name, _), _| &**name == component);
+    /// Closes every socket of `component`; returns whether there was any.
+    pub(crate) fn release(&self, component: &str) -> bool {
+        self.close_where(|(name, _), _| &**name == component)
     }
 
     /// Closes the sockets of every component not named in `names`.
@@ -272,15 +272,17 @@ impl Listeners {
     }
 
     /// Closes the sockets `closes` picks: no longer accepting, whoever holds a copy.
-    fn close_where(&self, mut closes: impl FnMut(&(Arc<str>, ListenAddr), &Bound) -> bool) {
+    /// Returns whether it closed any.
+    fn close_where(&self, mut closes: impl FnMut(&(Arc<str>, ListenAddr), &Bound) -> bool) -> bool {
         let closed: Vec<_> = self
             .bound
             .lock()
             .extract_if(|key, entry| closes(key, entry))
             .collect();
-        for (_, entry) in closed {
+        for (_, entry) in &closed {
             entry.socket.stop_listening();
         }
+        !closed.is_empty()
     }
 }
 

@@ -369,3 +369,43 @@ async fn an_undeployed_version_keeps_its_metric_series_while_an_earlier_one_drai
     .expect("the series went once the drain ended");
     host.stop().await.unwrap();
 }
+
+/// Listens on its address, then fails its start.
+struct FailsAfterListening(ListenAddr);
+
+#[async_trait]
+impl Component for FailsAfterListening {
+    fn name(&self) -> &str {
+        "edge"
+    }
+    async fn start(&mut self, env: &Env) -> Result<(), BoxError> {
+        drop(env.listen(&self.0).await?);
+        Err("the new version does not start".into())
+    }
+    async fn stop(&mut self, _env: &Env) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_redeploy_keeps_the_socket_for_a_rollback_until_told_none_will_come() {
+    let host = Host::default();
+    host.start().await.unwrap();
+    let v1 = Server::new("edge", "v1", "127.0.0.1:0");
+    let bound = Arc::clone(&v1.bound);
+    host.deploy(v1).await.unwrap();
+    let addr = port_of(&bound);
+    host.retire("edge").await.unwrap();
+    let failed = host
+        .deploy(FailsAfterListening("127.0.0.1:0".parse().unwrap()))
+        .await;
+    assert!(failed.is_err());
+    // Kept for the rollback: a client waits in the backlog rather than being refused.
+    let waiting = TcpStream::connect(addr).await;
+    assert!(waiting.is_ok(), "the socket is kept for a rollback");
+    // No rollback will come: the socket closes.
+    assert!(host.close_listeners("edge"));
+    assert!(TcpStream::connect(addr).await.is_err(), "closed");
+    assert!(!host.close_listeners("edge"), "nothing left to close");
+    host.stop().await.unwrap();
+}
