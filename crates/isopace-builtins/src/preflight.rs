@@ -50,6 +50,8 @@ pub(crate) fn cannot_bind(addr: &ListenAddr) -> Option<String> {
     use std::net::{TcpListener, ToSocketAddrs};
     let ip = match addr {
         ListenAddr::Ip(ip) => *ip,
+        // Checked on IPv4, which every system has; the host binds IPv6 too where it can.
+        ListenAddr::Any(port) => ([0, 0, 0, 0], *port).into(),
         ListenAddr::Host(host, port) => match (host.as_str(), *port).to_socket_addrs() {
             Ok(mut all) => all.next()?,
             Err(e) => return Some(format!("cannot resolve `{host}`: {e}")),

@@ -29,7 +29,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | written | meaning |
 /// |---|---|
 /// | `127.0.0.1:7000`, `[::1]:7000` | that address and port |
-/// | `:7000` | every IPv4 interface (`0.0.0.0:7000`), as nginx reads it; write `[::]:7000` for IPv6 (and, unless the system sets `bindv6only`, IPv4) |
+/// | `:7000` | every interface, IPv6 and IPv4, port 7000 (as Go reads it): `[::]:7000` taking IPv4 clients too, or `0.0.0.0:7000` on a system without IPv6 |
 /// | `localhost:7000` | a host name, resolved when the socket is bound |
 /// | `unix:/run/app.sock` | a Unix socket, created with mode 0600 |
 ///
@@ -37,7 +37,8 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// use isopace_host::ListenAddr;
 ///
 /// let any: ListenAddr = ":7000".parse()?;
-/// assert_eq!(any.to_string(), "0.0.0.0:7000");
+/// assert_eq!(any, ListenAddr::Any(7000));
+/// assert_eq!(any.to_string(), ":7000");
 /// let named: ListenAddr = "localhost:80".parse()?;
 /// assert_eq!(named.to_string(), "localhost:80");
 /// let unix: ListenAddr = "unix:/run/app.sock".parse()?;
@@ -50,6 +51,8 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub enum ListenAddr {
     /// An IP address and port.
     Ip(SocketAddr),
+    /// Every interface, IPv6 and IPv4, and a port (written `:port`).
+    Any(u16),
     /// A host name and port, resolved when bound.
     Host(String, u16),
     /// A Unix socket path.
@@ -88,7 +91,7 @@ impl FromStr for ListenAddr {
             .parse()
             .map_err(|_| err("the port is not a number up to 65535"))?;
         if host.is_empty() {
-            return Ok(ListenAddr::Ip(SocketAddr::from(([0, 0, 0, 0], port))));
+            return Ok(ListenAddr::Any(port));
         }
         if host.contains(':') || host.starts_with('[') {
             return Err(err("an IPv6 address goes in brackets"));
@@ -101,6 +104,7 @@ impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenAddr::Ip(addr) => write!(f, "{addr}"),
+            ListenAddr::Any(port) => write!(f, ":{port}"),
             ListenAddr::Host(host, port) => write!(f, "{host}:{port}"),
             ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
         }
@@ -302,6 +306,12 @@ fn hand_out(socket: &Socket) -> io::Result<Listener> {
 async fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Socket> {
     let ip = match addr {
         ListenAddr::Ip(ip) => *ip,
+        ListenAddr::Any(port) => match bind_dual_stack(*port, backlog) {
+            Ok(listener) => return Ok(Socket::Tcp(listener)),
+            // No IPv6 here: every IPv4 interface is every interface there is.
+            Err(e) if no_ipv6(&e) => SocketAddr::from(([0, 0, 0, 0], *port)),
+            Err(e) => return Err(e),
+        },
         ListenAddr::Host(host, port) => tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve `{host}`: {e}")))?
@@ -333,6 +343,36 @@ async fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Socket> {
     socket.bind(ip)?;
     let listener = socket.listen(backlog)?;
     Ok(Socket::Tcp(listener.into_std()?))
+}
+
+/// Listens on `[::]:port` taking IPv4 clients too (as IPv4-mapped addresses), whatever
+/// the system's `bindv6only` default.
+fn bind_dual_stack(port: u16, backlog: u32) -> io::Result<StdTcpListener> {
+    use socket2::{Domain, Socket as RawSocket, Type};
+    let socket = RawSocket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(false)?;
+    // As every server does: a restart may bind while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Whether `error` says the system has no IPv6 (disabled in the kernel, or no address).
+fn no_ipv6(error: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        error.kind() == io::ErrorKind::AddrNotAvailable
+    }
 }
 
 /// Binds a Unix socket with mode 0600. A file left at the path by a process that is gone
@@ -399,9 +439,10 @@ mod tests {
             "[::1]:80"
         );
         assert_eq!(
-            ":9090".parse::<ListenAddr>().unwrap().to_string(),
-            "0.0.0.0:9090"
+            ":9090".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Any(9090)
         );
+        assert_eq!(":9090".parse::<ListenAddr>().unwrap().to_string(), ":9090");
         assert_eq!(
             "db.internal:5432".parse::<ListenAddr>().unwrap(),
             ListenAddr::Host("db.internal".into(), 5432)
@@ -422,7 +463,7 @@ mod tests {
     #[test]
     fn addresses_round_trip_through_serde() {
         let addr: ListenAddr = serde_json::from_str("\":7000\"").unwrap();
-        assert_eq!(serde_json::to_string(&addr).unwrap(), "\"0.0.0.0:7000\"");
+        assert_eq!(serde_json::to_string(&addr).unwrap(), "\":7000\"");
         let err = serde_json::from_str::<ListenAddr>("\"nope\"").unwrap_err();
         assert!(err.to_string().contains("not a listen address"), "{err}");
     }

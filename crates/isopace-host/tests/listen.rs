@@ -409,3 +409,22 @@ async fn a_failed_redeploy_keeps_the_socket_for_a_rollback_until_told_none_will_
     assert!(!host.close_listeners("edge"), "nothing left to close");
     host.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn any_interface_takes_ipv4_and_ipv6_clients() {
+    let host = Host::default();
+    host.start().await.unwrap();
+    let server = Server::new("edge", "v1", ":0");
+    let bound = Arc::clone(&server.bound);
+    host.deploy(server).await.unwrap();
+    let port = port_of(&bound).port();
+    let mut v4 = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(read_tag(&mut v4).await, "v1");
+    if port_of(&bound).is_ipv6() {
+        // Bound as `[::]`: IPv6 clients too, where the system has IPv6 loopback.
+        if let Ok(mut v6) = TcpStream::connect(("::1", port)).await {
+            assert_eq!(read_tag(&mut v6).await, "v1");
+        }
+    }
+    host.stop().await.unwrap();
+}

@@ -50,7 +50,7 @@ pub const DEFAULT_FD_RESERVE: usize = 64;
 /// use std::time::Duration;
 ///
 /// let config: AdminConfig = serde_json::from_str(r#"{"listen": ":9090", "header_timeout": "2s"}"#)?;
-/// assert_eq!(config.listen.to_string(), "0.0.0.0:9090");
+/// assert_eq!(config.listen.to_string(), ":9090");
 /// assert_eq!(config.header_timeout, Duration::from_secs(2));
 /// assert_eq!(config.max_connections, 128);
 /// # Ok::<(), serde_json::Error>(())

@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.backlog, DEFAULT_BACKLOG);
         let c = config(json!({"listen": ":7000", "upstream": "h:1", "backlog": 16})).unwrap();
-        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.listen, ListenAddr::Any(7000));
         assert_eq!(c.backlog, 16);
         let c = config(json!({"listen": "localhost:7000", "upstream": "h:1"})).unwrap();
         assert_eq!(c.listen, ListenAddr::Host("localhost".into(), 7000));
