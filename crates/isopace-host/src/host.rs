@@ -101,7 +101,7 @@ struct Inner {
     next_drain: AtomicU64,
     /// Names retired since their last deploy: the next deploy under the name inherits their
     /// sockets, and keeps them even if it fails, for the rollback that follows.
-    handed_over: parking_lot::Mutex<std::collections::HashSet<Arc<str>>>,
+    handed_over: HandedOver,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +119,42 @@ impl Settings {
         instance
             .and_then(Instance::stop_timeout)
             .map_or(self.stop_timeout, |own| own.min(self.shutdown_timeout))
+    }
+}
+
+/// The names retired since their last deploy. Nearly always empty, and consulted on every
+/// deploy and undeploy: the count spares those the lock.
+#[derive(Debug, Default)]
+struct HandedOver {
+    count: AtomicU64,
+    names: parking_lot::Mutex<std::collections::HashSet<Arc<str>>>,
+}
+
+impl HandedOver {
+    fn insert(&self, name: &str) {
+        let mut names = self.names.lock();
+        names.insert(Arc::from(name));
+        self.count.store(names.len() as u64, Ordering::Release);
+    }
+
+    fn remove(&self, name: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut names = self.names.lock();
+        let removed = names.remove(name);
+        self.count.store(names.len() as u64, Ordering::Release);
+        removed
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.count.load(Ordering::Acquire) != 0 && self.names.lock().contains(name)
+    }
+
+    fn clear(&self) {
+        let mut names = self.names.lock();
+        names.clear();
+        self.count.store(0, Ordering::Release);
     }
 }
 
@@ -264,7 +300,7 @@ impl HostBuilder {
                 draining: parking_lot::Mutex::new(Vec::new()),
                 drains: tokio_util::task::TaskTracker::new(),
                 next_drain: AtomicU64::new(1),
-                handed_over: parking_lot::Mutex::default(),
+                handed_over: HandedOver::default(),
             }
         });
         Host { inner }
@@ -482,7 +518,7 @@ impl Host {
             self.inner.env.listeners().keep_names(&running);
             order
         };
-        self.inner.handed_over.lock().clear();
+        self.inner.handed_over.clear();
         let cancelled = OnCancel::new(|| self.settle_phase());
         tracing::info!(components = order.len(), "host stopping");
         const CLOSE_AND_DRAIN: AfterStop = AfterStop {
@@ -590,7 +626,7 @@ impl Host {
             let running = slots.phase == HostPhase::Running;
             let key = slots.insert(component, &self.inner.env, supervision)?;
             let name = slots.table.name(key).expect("just inserted");
-            (key, running, self.inner.handed_over.lock().remove(&name))
+            (key, running, self.inner.handed_over.remove(&name))
         };
         if !running {
             return Ok(());
@@ -638,7 +674,7 @@ impl Host {
             let instance = slots.table.supervised(key).and_then(|r| r.instance.clone());
             (key, running, instance)
         };
-        self.inner.handed_over.lock().remove(name);
+        self.inner.handed_over.remove(name);
         // An undeploy abandoned mid-stop still removes the component.
         let removal = OnCancel::new(|| self.inner.remove(key, true));
         let began = Instant::now();
@@ -655,8 +691,10 @@ impl Host {
         };
         removal.defuse();
         self.inner.remove(key, false);
-        // Sockets it kept without running (a failed component's) close too.
-        self.inner.env.listeners().release(name);
+        if !running {
+            // Sockets it kept without running (a failed component's) close too.
+            self.inner.env.listeners().release(name);
+        }
         tracing::info!(component = name, "undeployed");
         match instance.filter(|_| running) {
             Some(instance) => self.drain_in_background(name, instance, began),
@@ -675,7 +713,7 @@ impl Host {
         if slots.table.key_of(name).is_some() {
             return false;
         }
-        self.inner.handed_over.lock().remove(name);
+        self.inner.handed_over.remove(name);
         self.inner.env.listeners().release(name)
     }
 
@@ -718,7 +756,7 @@ impl Host {
             Ok(())
         };
         drop(removal);
-        self.inner.handed_over.lock().insert(Arc::from(name));
+        self.inner.handed_over.insert(name);
         if let Some(instance) = instance.filter(|_| running) {
             self.drain_in_background(name, instance, began);
         }
@@ -1339,7 +1377,7 @@ impl Inner {
     fn forget_if_unused(&self, name: &str) {
         let registered = self.state.lock().table.key_of(name).is_some();
         let draining = self.draining.lock().iter().any(|(_, n, ..)| **n == *name);
-        let handed_over = self.handed_over.lock().contains(name);
+        let handed_over = self.handed_over.contains(name);
         if !registered && !draining && !handed_over {
             self.forget(name);
         }

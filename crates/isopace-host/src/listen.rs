@@ -218,6 +218,9 @@ impl Drop for Socket {
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     bound: Mutex<HashMap<(Arc<str>, ListenAddr), Bound>>,
+    /// How many sockets are bound: most hosts have none or a few, and every undeploy asks
+    /// to close a component's, so an empty registry is not locked to find nothing.
+    count: std::sync::atomic::AtomicUsize,
 }
 
 impl Listeners {
@@ -242,7 +245,10 @@ impl Listeners {
             claimed_by: generation,
         });
         entry.claimed_by = generation;
-        hand_out(&entry.socket)
+        let listener = hand_out(&entry.socket);
+        self.count
+            .store(bound.len(), std::sync::atomic::Ordering::Release);
+        listener
     }
 
     fn claim(&self, key: &(Arc<str>, ListenAddr), generation: u64) -> io::Result<Option<Listener>> {
@@ -278,11 +284,16 @@ impl Listeners {
     /// Closes the sockets `closes` picks: no longer accepting, whoever holds a copy.
     /// Returns whether it closed any.
     fn close_where(&self, mut closes: impl FnMut(&(Arc<str>, ListenAddr), &Bound) -> bool) -> bool {
-        let closed: Vec<_> = self
-            .bound
-            .lock()
-            .extract_if(|key, entry| closes(key, entry))
-            .collect();
+        use std::sync::atomic::Ordering;
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let closed: Vec<_> = {
+            let mut bound = self.bound.lock();
+            let closed = bound.extract_if(|key, entry| closes(key, entry)).collect();
+            self.count.store(bound.len(), Ordering::Release);
+            closed
+        };
         for (_, entry) in &closed {
             entry.socket.stop_listening();
         }
