@@ -508,15 +508,15 @@ impl Host {
             for key in slots.table.keys_in(State::Backoff) {
                 slots.table.set(key, State::Stopped, None);
             }
-            let order = slots.table.keys_in(State::Running);
             // Sockets kept for no running component (a retired one's, a failed one's)
             // close now; a running component's, when its turn to stop comes.
-            let running: std::collections::HashSet<Arc<str>> = order
-                .iter()
-                .filter_map(|&key| slots.table.name(key))
-                .collect();
-            self.inner.env.listeners().keep_names(&running);
-            order
+            self.inner.env.listeners().keep_only_for(|name| {
+                slots
+                    .table
+                    .key_of(name)
+                    .is_some_and(|key| slots.table.state(key) == Some(State::Running))
+            });
+            slots.table.keys_in(State::Running)
         };
         self.inner.handed_over.clear();
         let cancelled = OnCancel::new(|| self.settle_phase());

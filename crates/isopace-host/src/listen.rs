@@ -271,9 +271,9 @@ impl Listeners {
         self.close_where(|(name, _), _| &**name == component)
     }
 
-    /// Closes the sockets of every component not named in `names`.
-    pub(crate) fn keep_names(&self, names: &std::collections::HashSet<Arc<str>>) {
-        self.close_where(|(name, _), _| !names.contains(name));
+    /// Closes the sockets of every component for which `keep` says no.
+    pub(crate) fn keep_only_for(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.close_where(|(name, _), _| !keep(name));
     }
 
     /// Closes every socket.
