@@ -639,9 +639,11 @@ impl Host {
                 tracing::warn!(component = e.component(), error = %error_chain(&e), "stop after a failed deploy failed");
             }
             drop(cancelled);
-            // Sockets a retired predecessor handed over stay for the rollback; nothing else
-            // will claim the ones this deploy bound.
-            if !inherited {
+            // Sockets (and series) a retired predecessor handed over stay for the rollback,
+            // which inherits them in turn; nothing else will claim the ones this deploy bound.
+            if inherited {
+                self.inner.handed_over.insert(failure.component());
+            } else {
                 self.inner.env.listeners().release(failure.component());
             }
             return Err(Error::Component(failure));
@@ -755,8 +757,10 @@ impl Host {
         } else {
             Ok(())
         };
-        drop(removal);
+        // Handed over before the name is free, so no drain ending meanwhile takes the name
+        // for unused and forgets the series the successor carries on.
         self.inner.handed_over.insert(name);
+        drop(removal);
         if let Some(instance) = instance.filter(|_| running) {
             self.drain_in_background(name, instance, began);
         }
@@ -1375,7 +1379,10 @@ impl Inner {
     /// registered, an earlier one still drains (their series are still being written), or
     /// one was retired for a successor still to come (which carries them on).
     fn forget_if_unused(&self, name: &str) {
-        let registered = self.state.lock().table.key_of(name).is_some();
+        // Under the state lock throughout, so no deploy or retire changes the answer
+        // between the checks and the forgetting.
+        let slots = self.state.lock();
+        let registered = slots.table.key_of(name).is_some();
         let draining = self.draining.lock().iter().any(|(_, n, ..)| **n == *name);
         let handed_over = self.handed_over.contains(name);
         if !registered && !draining && !handed_over {

@@ -187,8 +187,8 @@ enum Socket {
 
 impl Socket {
     /// Stops the kernel accepting on this socket in every copy of it, so a client is
-    /// refused even while an instance that is going away still holds one (its accept loop
-    /// then sees an error and ends).
+    /// refused even while an instance that is going away still holds one (a TCP accept
+    /// loop then sees an error; a Unix one waits, and ends when it is cancelled).
     fn stop_listening(&self) {
         // On a listening socket, shutting down the read side ends listening (Linux); where
         // it fails, closing the last copy does it.
@@ -319,9 +319,9 @@ async fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Socket> {
         ListenAddr::Ip(ip) => *ip,
         ListenAddr::Any(port) => match bind_dual_stack(*port, backlog) {
             Ok(listener) => return Ok(Socket::Tcp(listener)),
-            // No IPv6 here: every IPv4 interface is every interface there is.
-            Err(e) if no_ipv6(&e) => SocketAddr::from(([0, 0, 0, 0], *port)),
-            Err(e) => return Err(e),
+            // No IPv6, or no dual stack, here: every IPv4 interface it is.
+            Err(DualStack::Unavailable) => SocketAddr::from(([0, 0, 0, 0], *port)),
+            Err(DualStack::Failed(e)) => return Err(e),
         },
         ListenAddr::Host(host, port) => tokio::net::lookup_host((host.as_str(), *port))
             .await
@@ -356,19 +356,34 @@ async fn bind(addr: &ListenAddr, backlog: u32) -> io::Result<Socket> {
     Ok(Socket::Tcp(listener.into_std()?))
 }
 
+/// Why a dual-stack socket is not listening.
+enum DualStack {
+    /// The system cannot make one (no IPv6, or IPv6 sockets that cannot take IPv4).
+    Unavailable,
+    /// It could, and binding or listening failed (the port is taken, say).
+    Failed(io::Error),
+}
+
 /// Listens on `[::]:port` taking IPv4 clients too (as IPv4-mapped addresses), whatever
 /// the system's `bindv6only` default.
-fn bind_dual_stack(port: u16, backlog: u32) -> io::Result<StdTcpListener> {
+fn bind_dual_stack(port: u16, backlog: u32) -> Result<StdTcpListener, DualStack> {
     use socket2::{Domain, Socket as RawSocket, Type};
-    let socket = RawSocket::new(Domain::IPV6, Type::STREAM, None)?;
-    socket.set_only_v6(false)?;
-    // As every server does: a restart may bind while old connections sit in TIME_WAIT.
-    #[cfg(unix)]
-    socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    let socket = RawSocket::new(Domain::IPV6, Type::STREAM, None)
+        .and_then(|socket| socket.set_only_v6(false).map(|()| socket))
+        .map_err(|_| DualStack::Unavailable)?;
+    let listening = (|| {
+        // As every server does: a restart may bind while old connections sit in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        socket.set_nonblocking(true)
+    })();
+    match listening {
+        Ok(()) => Ok(socket.into()),
+        Err(e) if no_ipv6(&e) => Err(DualStack::Unavailable),
+        Err(e) => Err(DualStack::Failed(e)),
+    }
 }
 
 /// Whether `error` says the system has no IPv6 (disabled in the kernel, or no address).
