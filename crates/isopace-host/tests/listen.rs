@@ -65,6 +65,13 @@ impl Component for Server {
     }
 }
 
+/// Deploys `server` and returns the address it listens on.
+async fn deploy_serving(host: &Host, server: Server) -> std::net::SocketAddr {
+    let bound = Arc::clone(&server.bound);
+    host.deploy(server).await.unwrap();
+    port_of(&bound)
+}
+
 fn port_of(bound: &Arc<Mutex<Option<ListenAddr>>>) -> std::net::SocketAddr {
     match bound.lock().clone() {
         Some(ListenAddr::Ip(addr)) => addr,
@@ -86,9 +93,7 @@ async fn a_redeployed_version_takes_over_the_socket_and_refuses_no_one() {
     let host = Host::builder().stop_timeout(Duration::from_secs(1)).build();
     host.start().await.unwrap();
     let v1 = Server::new("edge", "v1", "127.0.0.1:0");
-    let bound = Arc::clone(&v1.bound);
-    host.deploy(v1).await.unwrap();
-    let addr = port_of(&bound);
+    let addr = deploy_serving(&host, v1).await;
 
     // While the old version stops in the background and before the new one starts, a
     // connection is not refused: the old version answers it, or it waits in the backlog
@@ -154,9 +159,7 @@ async fn a_changed_address_binds_afresh_and_closes_the_old_socket() {
     let host = Host::default();
     host.start().await.unwrap();
     let v1 = Server::new("edge", "v1", "127.0.0.1:0");
-    let bound = Arc::clone(&v1.bound);
-    host.deploy(v1).await.unwrap();
-    let old = port_of(&bound);
+    let old = deploy_serving(&host, v1).await;
     host.retire("edge").await.unwrap();
     let v2 = Server::new("edge", "v2", "127.0.0.2:0");
     let bound2 = Arc::clone(&v2.bound);
@@ -253,9 +256,7 @@ async fn serving_a_held_connection() -> (Host, std::net::SocketAddr, TcpStream) 
     host.start().await.unwrap();
     let mut server = Server::new("edge", "v1", "127.0.0.1:0");
     server.hold = true;
-    let bound = Arc::clone(&server.bound);
-    host.deploy(server).await.unwrap();
-    let addr = port_of(&bound);
+    let addr = deploy_serving(&host, server).await;
     let mut open = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_exactly(&mut open, 2).await, "v1");
     (host, addr, open)
@@ -392,9 +393,7 @@ async fn a_failed_redeploy_keeps_the_socket_for_a_rollback_until_told_none_will_
     let host = Host::default();
     host.start().await.unwrap();
     let v1 = Server::new("edge", "v1", "127.0.0.1:0");
-    let bound = Arc::clone(&v1.bound);
-    host.deploy(v1).await.unwrap();
-    let addr = port_of(&bound);
+    let addr = deploy_serving(&host, v1).await;
     host.retire("edge").await.unwrap();
     let failed = host
         .deploy(FailsAfterListening("127.0.0.1:0".parse().unwrap()))

@@ -5,6 +5,21 @@ use tracing::{Instrument as _, Level};
 
 use crate::util::Capture;
 
+/// A logger built from `options` that writes into a capture, with its handle.
+fn capturing(
+    options: LogOptions,
+) -> (
+    Capture,
+    impl tracing::Subscriber + Send + Sync + 'static,
+    isopace_observe::LogHandle,
+) {
+    let capture = Capture::default();
+    let (subscriber, handle) = options
+        .build_with_writer(capture.clone())
+        .expect("the options are valid");
+    (capture, subscriber, handle)
+}
+
 #[test]
 fn parse_level_reads_every_spelling() {
     let table = [
@@ -54,10 +69,7 @@ fn log_format_parses_case_insensitively() {
 
 #[test]
 fn a_level_change_through_the_handle_takes_effect() {
-    let capture = Capture::default();
-    let (subscriber, handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("default options are valid");
+    let (capture, subscriber, handle) = capturing(LogOptions::default());
     tracing::subscriber::with_default(subscriber, || {
         tracing::debug!("hidden at info");
         tracing::info!("shown at info");
@@ -83,14 +95,11 @@ fn a_level_change_through_the_handle_takes_effect() {
 
 #[test]
 fn directives_override_the_level_per_module_and_survive_level_changes() {
-    let capture = Capture::default();
-    let (subscriber, handle) = LogOptions {
+    let (capture, subscriber, handle) = capturing(LogOptions {
         level: Level::WARN,
         directives: Some("chatty=debug".to_owned()),
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("the directive is valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         tracing::debug!(target: "chatty", "one");
         tracing::info!(target: "quiet", "hidden");
@@ -123,13 +132,10 @@ fn a_bad_directive_is_named_and_leaves_the_running_filter_alone() {
     );
     assert!(matches!(err, Error::InvalidDirective { .. }));
 
-    let capture = Capture::default();
-    let (subscriber, handle) = LogOptions {
+    let (capture, subscriber, handle) = capturing(LogOptions {
         directives: Some("x=trace".to_owned()),
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         assert!(handle.set_directives("x=[").is_err());
         tracing::trace!(target: "x", "still traced");
@@ -141,14 +147,11 @@ fn a_bad_directive_is_named_and_leaves_the_running_filter_alone() {
 #[cfg(feature = "json")]
 #[test]
 fn json_is_one_object_per_line_with_source_when_asked() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         format: LogFormat::Json,
         source: true,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(component = "edge", "started");
         tracing::warn!(attempt = 2, "retrying");
@@ -170,10 +173,7 @@ fn json_is_one_object_per_line_with_source_when_asked() {
 
 #[test]
 fn text_omits_the_source_unless_asked() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("valid");
+    let (capture, subscriber, _handle) = capturing(LogOptions::default());
     tracing::subscriber::with_default(subscriber, || tracing::info!("plain"));
     let text = capture.text();
     assert!(text.contains(" INFO ") && text.contains("plain"), "{text}");
@@ -222,14 +222,11 @@ fn json_without_the_feature_is_refused_by_name() {
 #[cfg(not(feature = "env-filter"))]
 #[test]
 fn without_env_filter_target_directives_still_work_and_span_filters_are_refused() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         level: Level::WARN,
         directives: Some("chatty=debug".to_owned()),
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("a target directive is understood");
+    });
     tracing::subscriber::with_default(subscriber, || {
         tracing::debug!(target: "chatty", "shown");
         tracing::info!(target: "quiet", "hidden");
@@ -260,13 +257,10 @@ fn untimed(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_span_created_below_the_level_names_its_component_once_the_level_is_lowered() {
-    let capture = Capture::default();
-    let (subscriber, handle) = LogOptions {
+    let (capture, subscriber, handle) = capturing(LogOptions {
         level: Level::ERROR,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     let _guard = tracing::subscriber::set_default(subscriber);
     // Created and entered while `info` is filtered out, as a component deployed under
     // `error` is.
@@ -297,14 +291,11 @@ async fn a_span_created_below_the_level_names_its_component_once_the_level_is_lo
 #[cfg(feature = "env-filter")]
 #[test]
 fn a_span_directive_raises_the_level_inside_the_spans_it_names() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         level: Level::ERROR,
         directives: Some("[component{component=edge}]=debug".to_owned()),
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         let edge = tracing::info_span!("component", component = "edge");
         let core = tracing::info_span!("component", component = "core");
@@ -323,10 +314,7 @@ fn a_span_directive_raises_the_level_inside_the_spans_it_names() {
 
 #[test]
 fn text_puts_the_component_after_the_level_once_wherever_it_came_from() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("valid");
+    let (capture, subscriber, _handle) = capturing(LogOptions::default());
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(target: "app", component = "edge", "event field only");
         let component = tracing::info_span!("component", component = "edge");
@@ -360,10 +348,7 @@ fn text_puts_the_component_after_the_level_once_wherever_it_came_from() {
 
 #[test]
 fn text_quotes_display_debug_and_error_values_only_when_a_reader_needs_it() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("valid");
+    let (capture, subscriber, _handle) = capturing(LogOptions::default());
     let refused = std::io::Error::other("connection refused");
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(target: "app", peer = %"127.0.0.1:80", attempt = ?3, "plain");
@@ -387,13 +372,10 @@ fn text_quotes_display_debug_and_error_values_only_when_a_reader_needs_it() {
 
 #[test]
 fn text_shows_the_source_after_the_target_when_asked() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         source: true,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(
         subscriber,
         || tracing::info!(target: "app", component = "edge", "started"),
@@ -410,10 +392,7 @@ fn text_shows_the_source_after_the_target_when_asked() {
 
 #[test]
 fn a_logger_built_with_a_writer_is_never_coloured() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("valid");
+    let (capture, subscriber, _handle) = capturing(LogOptions::default());
     tracing::subscriber::with_default(subscriber, || {
         tracing::error!(component = "edge", attempt = 1, "failed")
     });
@@ -432,13 +411,10 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 fn json_puts_the_component_at_the_top_level_once_wherever_it_came_from() {
     use serde_json::json;
 
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         format: LogFormat::Json,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(target: "app", component = "edge", "event field only");
         let component = tracing::info_span!("component", component = "edge");
@@ -490,13 +466,10 @@ fn json_puts_the_component_at_the_top_level_once_wherever_it_came_from() {
 #[cfg(feature = "json")]
 #[test]
 fn json_escapes_what_it_must_and_nests_span_fields_nearest_first() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         format: LogFormat::Json,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         let outer = tracing::info_span!("outer", attempt = 1_u64, path = "a\\b");
         let inner = tracing::info_span!(parent: &outer, "inner", attempt = 2_u64, late = tracing::field::Empty);
@@ -520,13 +493,10 @@ fn json_escapes_what_it_must_and_nests_span_fields_nearest_first() {
 #[cfg(feature = "json")]
 #[test]
 fn json_writes_128_bit_integers_as_numbers_when_they_fit_64_bits() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         format: LogFormat::Json,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("s", small = 7_i128);
         span.in_scope(|| {
@@ -543,14 +513,11 @@ fn json_writes_128_bit_integers_as_numbers_when_they_fit_64_bits() {
 #[cfg(feature = "json")]
 #[test]
 fn json_never_repeats_a_key_an_event_field_shares_with_the_line() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions {
+    let (capture, subscriber, _handle) = capturing(LogOptions {
         format: LogFormat::Json,
         source: true,
         ..LogOptions::default()
-    }
-    .build_with_writer(capture.clone())
-    .expect("valid");
+    });
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("component", phase = "start");
         span.in_scope(|| {
@@ -600,10 +567,7 @@ fn json_never_repeats_a_key_an_event_field_shares_with_the_line() {
 
 #[test]
 fn text_escapes_what_a_terminal_would_act_on() {
-    let capture = Capture::default();
-    let (subscriber, _handle) = LogOptions::default()
-        .build_with_writer(capture.clone())
-        .expect("valid");
+    let (capture, subscriber, _handle) = capturing(LogOptions::default());
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("component", component = "edge", peer = %"\x1b]0;title\x07");
         span.in_scope(|| {
